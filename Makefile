@@ -1,0 +1,42 @@
+# The template's entry point, for people and for CI alike.
+# Needs only python3 (3.10 or newer, with its venv module) and make.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= build
+DEMO_PROJECT := $(DEMO_DIR)/churn-model
+PYTEST_ARGS ?=
+
+# The environment is rebuilt whenever the pinned requirements change.
+INSTALLED := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test lint clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(INSTALLED): requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		"$$(grep '^uv==' requirements-dev.txt)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-dev.txt
+	touch $@
+
+demo: $(INSTALLED) ## Generate the default project into build/, then install, train and test it
+	rm -rf $(DEMO_PROJECT)
+	$(BIN)/cookiecutter --no-input --output-dir $(DEMO_DIR) .
+	MAKEFLAGS= $(MAKE) -C $(DEMO_PROJECT) install train test PYTHON=$(PYTHON)
+	@echo
+	@echo "The generated project is in $(DEMO_PROJECT); 'make help' there lists what it can do."
+
+test: $(INSTALLED) ## Run the template's whole test suite (bakes, hooks, projects, gates, Docker)
+	$(BIN)/pytest -v $(PYTEST_ARGS)
+
+lint: $(INSTALLED) ## Check the hooks and tests with flake8
+	$(BIN)/flake8 hooks tests
+
+clean: ## Remove the virtual environment and the demo project
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,164 @@
+"""Every combination of the options bakes into a complete, well-formed project."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+import baking
+from expected_files import expected_files
+
+DEFAULT_SLUG = "churn-model"
+DEFAULT_PACKAGE = "churn_model"
+
+COMBINATIONS = baking.option_combinations()
+
+# Jinja that survived rendering. Not matched: GitHub Actions expressions
+# (``${{ github.sha }}``), shell (``${#list[@]}``) and Go templates as in
+# ``docker inspect --format '{{.State.Health.Status}}'``.
+LEFTOVER_JINJA = re.compile(r"(?<!\$)(\{\{(?!\s*(\.|json\s))|\{%|\{#)")
+
+LICENSE_HEADINGS = {
+    "MIT": "MIT License",
+    "Apache-2.0": "Apache License",
+    "BSD-3-Clause": "BSD 3-Clause License",
+    "Proprietary": "Copyright (c)",
+}
+
+PARSERS = {
+    ".json": json.loads,
+    ".toml": tomllib.loads,
+    ".yaml": lambda text: list(yaml.safe_load_all(text)),
+    ".yml": lambda text: list(yaml.safe_load_all(text)),
+}
+
+
+@pytest.fixture(scope="module", params=COMBINATIONS, ids=baking.combination_id)
+def baked(request, tmp_path_factory, cookiecutter_config):
+    """One project per option combination, baked once for all tests below."""
+    answers = request.param
+    output_dir = tmp_path_factory.mktemp(baking.combination_id(answers))
+    project_dir = baking.bake(output_dir, answers, config_file=cookiecutter_config)
+    return answers, project_dir
+
+
+def project_files(project_dir):
+    """Return every file of a project, relative and in POSIX form, sorted."""
+    return sorted(
+        path.relative_to(project_dir).as_posix()
+        for path in project_dir.rglob("*")
+        if path.is_file()
+    )
+
+
+def test_the_options_give_64_combinations():
+    assert len(COMBINATIONS) == 4 * 2 * 2 * 4
+
+
+def test_project_folder_is_named_after_the_slug(baked):
+    _, project_dir = baked
+    assert project_dir.name == DEFAULT_SLUG
+
+
+def test_project_has_exactly_the_expected_files(baked):
+    answers, project_dir = baked
+    expected = expected_files({**answers, "package": DEFAULT_PACKAGE})
+    actual = set(project_files(project_dir))
+    assert sorted(actual - expected) == [], "files not in tests/expected_files.py"
+    assert sorted(expected - actual) == [], "expected files missing from the project"
+
+
+def test_no_file_keeps_jinja_syntax(baked):
+    _, project_dir = baked
+    leftovers = [
+        f"{name}:{number}: {line.strip()}"
+        for name in project_files(project_dir)
+        for number, line in enumerate(
+            (project_dir / name).read_text(encoding="utf-8").splitlines(), start=1
+        )
+        if LEFTOVER_JINJA.search(line)
+    ]
+    assert leftovers == []
+
+
+def test_every_json_toml_and_yaml_file_parses(baked):
+    _, project_dir = baked
+    failures = []
+    for name in project_files(project_dir):
+        parse = PARSERS.get(Path(name).suffix)
+        if parse is None:
+            continue
+        try:
+            parse((project_dir / name).read_text(encoding="utf-8"))
+        except Exception as error:  # each parser has its own error type
+            failures.append(f"{name}: {error}")
+    assert failures == []
+
+
+def test_answers_are_recorded_in_replay_format(baked):
+    answers, project_dir = baked
+    recorded = json.loads((project_dir / ".cookiecutter.json").read_text())["cookiecutter"]
+    assert {name: recorded[name] for name in answers} == answers
+    assert recorded["project"] == DEFAULT_SLUG
+    assert recorded["package"] == DEFAULT_PACKAGE
+    assert recorded["_template"] == str(baking.TEMPLATE_DIR)
+
+
+def test_recorded_answers_leave_out_machine_specific_keys(baked):
+    _, project_dir = baked
+    recorded = json.loads((project_dir / ".cookiecutter.json").read_text())["cookiecutter"]
+    private = sorted(name for name in recorded if name.startswith("_"))
+    assert private == ["_template"]
+
+
+def test_python_version_file_holds_the_chosen_version(baked):
+    answers, project_dir = baked
+    assert (project_dir / ".python-version").read_text().strip() == answers["python_version"]
+
+
+def test_license_file_is_the_chosen_license(baked):
+    answers, project_dir = baked
+    text = (project_dir / "LICENSE").read_text()
+    assert text.strip().startswith(LICENSE_HEADINGS[answers["license"]])
+
+
+@pytest.mark.parametrize("license_id", ["MIT", "BSD-3-Clause", "Proprietary"])
+def test_license_names_the_author_as_copyright_holder(bake, license_id):
+    project_dir = bake(license=license_id, author_name="Ada Lovelace")
+    copyright_line = next(
+        line for line in (project_dir / "LICENSE").read_text().splitlines()
+        if line.startswith("Copyright")
+    )
+    assert "Ada Lovelace" in copyright_line
+
+
+def test_names_derive_from_the_project_name(bake):
+    project_dir = bake(project_name="Fraud Detector")
+    recorded = json.loads((project_dir / ".cookiecutter.json").read_text())["cookiecutter"]
+    assert project_dir.name == "fraud-detector"
+    assert recorded["package"] == "fraud_detector"
+
+
+def test_text_with_quotes_reaches_the_project_intact(bake):
+    description = "It's a \"model\" with ''' and \\ in it"
+    project_dir = bake(description=description)
+    recorded = json.loads((project_dir / ".cookiecutter.json").read_text())["cookiecutter"]
+    assert recorded["description"] == description
+
+
+def test_recorded_answers_replay_to_the_same_project(bake, tmp_path, cookiecutter_config):
+    from cookiecutter.main import cookiecutter
+
+    original = bake(gpu_image="no", license="Apache-2.0", github_owner="acme")
+    replayed = Path(cookiecutter(
+        str(baking.TEMPLATE_DIR),
+        replay=str(original / ".cookiecutter.json"),
+        output_dir=str(tmp_path / "replayed"),
+        config_file=str(cookiecutter_config),
+    ))
+    assert project_files(replayed) == project_files(original)
+    for name in project_files(original):
+        assert (replayed / name).read_bytes() == (original / name).read_bytes(), name
