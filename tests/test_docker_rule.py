@@ -1,0 +1,30 @@
+"""The suite's Docker rule: without Docker, skip and say why; in CI, fail."""
+
+import pytest
+
+import conftest
+
+NO_DAEMON = "no Docker daemon answers (ConnectionError: refused)"
+
+
+@pytest.fixture
+def docker_missing(monkeypatch):
+    monkeypatch.setattr(conftest, "docker_problem", lambda: NO_DAEMON)
+
+
+def test_missing_docker_fails_in_ci(docker_missing, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="Docker is required in CI"):
+        conftest.require_docker()
+
+
+def test_missing_docker_skips_elsewhere_with_the_reason(docker_missing, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=NO_DAEMON):
+        conftest.require_docker()
+
+
+def test_available_docker_neither_skips_nor_fails(monkeypatch):
+    monkeypatch.setattr(conftest, "docker_problem", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    conftest.require_docker()
