@@ -1,0 +1,172 @@
+"""Every dependency version has one home, and the copies that must exist agree with it.
+
+- Python packages: the generated project's lock files (``requirements/*.txt``). Anything
+  else that names a version (Dockerfiles, Makefile, workflows, the template's own
+  ``requirements-dev.txt``) must name the lock's version.
+- GitHub Actions: one commit SHA and one version comment per action, across the generated
+  project's workflows and the template's own. Dependabot's grouped pull request moves them
+  together; these tests catch a hand edit that moves only some.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = TEMPLATE_DIR / "{{cookiecutter.project}}"
+LOCKS = sorted((PROJECT_DIR / "requirements").glob("*.txt"))
+DEV_REQUIREMENTS = TEMPLATE_DIR / "requirements-dev.txt"
+
+WORKFLOW_FILES = sorted(
+    path
+    for root in (TEMPLATE_DIR, PROJECT_DIR)
+    for pattern in (".github/workflows/*.yml", ".github/actions/*/action.yml")
+    for path in root.glob(pattern)
+)
+DOCKERFILES = sorted((PROJECT_DIR / "docker").glob("*.Dockerfile"))
+
+# uses: owner/repo[/path]@ref  # comment
+USES = re.compile(
+    r"^\s*(?:-\s*)?uses:\s*(?P<action>[^@\s]+)@(?P<ref>\S+)(?:\s*#\s*(?P<comment>.*))?$")
+SHA = re.compile(r"^[0-9a-f]{40}$")
+VERSION_COMMENT = re.compile(r"^v\d+\.\d+\.\d+$")
+# name==version in requirement files and in commands (pip install x==1.2, uv pip install ...)
+PIN = re.compile(
+    r"(?<![\w.-])(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>[\w.!+-]+)")
+
+# Packages whose versions may differ between the template's tools and the generated
+# project's locks, with the reason. Keep it empty unless a real constraint forces it.
+DIFFERENT_ON_PURPOSE = {}
+
+
+def canonical(name):
+    """Return the PEP 503 normalised form of a distribution name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_pins(path):
+    """Return {name: {versions}} for the ``name==version`` lines of a requirements file.
+
+    A universal lock may pin one package twice under different markers; both count.
+    """
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = PIN.match(line)
+        if match:
+            pins.setdefault(canonical(match["name"]), set()).add(match["version"])
+    return pins
+
+
+def locked_versions():
+    """Return {name: {versions}} over all of the generated project's lock files."""
+    locked = {}
+    for lock in LOCKS:
+        for name, versions in requirement_pins(lock).items():
+            locked.setdefault(name, set()).update(versions)
+    return locked
+
+
+def action_uses():
+    """Return (file, line number, action, ref, comment) for every remote ``uses:``."""
+    found = []
+    for path in WORKFLOW_FILES:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            match = USES.match(line)
+            if match and not match["action"].startswith(("./", "docker://")):
+                found.append((path.relative_to(TEMPLATE_DIR), number, match["action"],
+                              match["ref"], (match["comment"] or "").strip()))
+    return found
+
+
+def command_pins(text):
+    """Return [(name, version)] for ``name==version`` inside install commands in ``text``."""
+    return [
+        (canonical(match["name"]), match["version"])
+        for line in text.splitlines()
+        if "install" in line
+        for match in PIN.finditer(line)
+    ]
+
+
+def test_the_generated_project_has_lock_files():
+    assert {lock.name for lock in LOCKS} >= {"prod.txt", "dev.txt"}
+
+
+def test_template_and_project_workflows_are_both_checked():
+    roots = {path.relative_to(TEMPLATE_DIR).parts[0] for path in WORKFLOW_FILES}
+    assert roots == {".github", "{{cookiecutter.project}}"}
+
+
+def test_every_action_is_pinned_to_a_commit_sha_with_its_version():
+    unpinned = [
+        f"{path}:{number}: {action}@{ref} # {comment}"
+        for path, number, action, ref, comment in action_uses()
+        if not SHA.match(ref) or not VERSION_COMMENT.match(comment)
+    ]
+    assert not unpinned, "pin to a full SHA with a '# vX.Y.Z' comment:\n" + "\n".join(unpinned)
+
+
+def test_each_action_has_one_sha_and_version_across_all_workflows():
+    pins = {}
+    for path, number, action, ref, comment in action_uses():
+        owner_repo = "/".join(action.split("/")[:2])
+        pins.setdefault(owner_repo, {}).setdefault((ref, comment), []).append(f"{path}:{number}")
+    drifted = {action: refs for action, refs in pins.items() if len(refs) > 1}
+    assert not drifted, "one action, several pins:\n" + json.dumps(
+        {action: {f"{ref} # {comment}": where for (ref, comment), where in refs.items()}
+         for action, refs in drifted.items()}, indent=2)
+
+
+def test_template_tools_match_the_generated_projects_locks():
+    locked = locked_versions()
+    mismatched = {
+        name: {"requirements-dev.txt": sorted(versions), "locks": sorted(locked[name])}
+        for name, versions in requirement_pins(DEV_REQUIREMENTS).items()
+        if name in locked and not versions & locked[name] and name not in DIFFERENT_ON_PURPOSE
+    }
+    assert not mismatched, "same tool, two versions:\n" + json.dumps(mismatched, indent=2)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_dockerfile_installs_from_a_lock_file(dockerfile):
+    text = dockerfile.read_text(encoding="utf-8")
+    assert re.search(r"-r\s+\S*requirements/\w+\.txt", text), (
+        f"{dockerfile.name} must install the project's dependencies from requirements/*.txt"
+    )
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_dockerfile_pins_nothing_the_locks_do_not(dockerfile):
+    locked = locked_versions()
+    unlocked = [f"{name}=={version}"
+                for name, version in command_pins(dockerfile.read_text(encoding="utf-8"))
+                if name not in locked]
+    assert not unlocked, f"{dockerfile.name} keeps its own versions: {unlocked}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    DOCKERFILES + [PROJECT_DIR / "Makefile"] + WORKFLOW_FILES,
+    ids=lambda path: str(path.relative_to(TEMPLATE_DIR)),
+)
+def test_versions_spelled_out_in_commands_match_the_locks(path):
+    if not path.exists():
+        pytest.skip(f"{path.name} is not part of this template")
+    locked = locked_versions()
+    drifted = [
+        f"{name}=={version} (lock: {', '.join(sorted(locked[name]))})"
+        for name, version in command_pins(path.read_text(encoding="utf-8"))
+        if name in locked and version not in locked[name]
+    ]
+    assert not drifted, f"{path.name} pins versions that differ from the lock: {drifted}"
+
+
+def test_template_ci_tests_every_python_version_choice():
+    choices = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())["python_version"]
+    ci = yaml.safe_load((TEMPLATE_DIR / ".github/workflows/ci.yml").read_text())
+    matrix = ci["jobs"]["generated-project"]["strategy"]["matrix"]["python"]
+    assert sorted(matrix) == sorted(choices)
