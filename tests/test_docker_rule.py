@@ -1,5 +1,7 @@
 """The suite's Docker rule: without Docker, skip and say why; in CI, fail."""
 
+import re
+
 import pytest
 
 import conftest
@@ -20,7 +22,7 @@ def test_missing_docker_fails_in_ci(docker_missing, monkeypatch):
 
 def test_missing_docker_skips_elsewhere_with_the_reason(docker_missing, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match=NO_DAEMON):
+    with pytest.raises(pytest.skip.Exception, match=re.escape(NO_DAEMON)):
         conftest.require_docker()
 
 
