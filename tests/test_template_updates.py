@@ -121,6 +121,27 @@ def test_cruft_create_records_template_and_commit(tmp_path, cookiecutter_config)
     assert Path(state["template"]) == template_repo
 
 
+def test_plain_cookiecutter_project_links_with_its_recorded_answers(tmp_path, cookiecutter_config):
+    """The README's `cruft link` command turns a cookiecutter bake into a cruft project."""
+    template_repo = tmp_path / "template"
+    template_repo.mkdir()
+    baked_commit = copy_template(template_repo)
+    run([sys.executable, "-m", "cookiecutter", "--no-input", "--config-file", cookiecutter_config,
+         "--output-dir", tmp_path / "out", template_repo], tmp_path)
+    (project,) = (tmp_path / "out").iterdir()
+    answers = json.loads((project / ".cookiecutter.json").read_text(encoding="utf-8"))
+    git(project, "init", "--quiet")
+    commit_all(project, "Generated with cookiecutter")
+
+    cruft("link", template_repo, "--checkout", baked_commit, "--no-input", "--extra-context",
+          json.dumps(answers["cookiecutter"]), "--project-dir", project, cwd=project)
+
+    state = json.loads((project / ".cruft.json").read_text(encoding="utf-8"))
+    assert state["commit"] == baked_commit
+    # The recorded answers regenerate this very project: no difference to the template.
+    cruft("diff", "--exit-code", "--project-dir", project, cwd=project)
+
+
 def test_update_brings_in_the_template_change(updated_project):
     project, _, _ = updated_project
     assert TEMPLATE_LINE in (project / "README.md").read_text(encoding="utf-8")
