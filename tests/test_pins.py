@@ -1,8 +1,9 @@
 """Every dependency version has one home, and the copies that must exist agree with it.
 
-- Python packages: the generated project's lock files (``requirements/*.txt``). Anything
-  else that names a version (Dockerfiles, Makefile, workflows, the template's own
-  ``requirements-dev.txt``) must name the lock's version.
+- Python packages: the generated project's lock files (``requirements/*.txt``), and for the
+  template's own tools ``requirements-dev.txt``. A tool pinned in both has one version there.
+  Anything else that names a version (an install command ``name==1.2`` or a variable
+  ``NAME_VERSION=1.2`` in the Dockerfiles, the Makefile, the workflows) names that version.
 - GitHub Actions: one commit SHA and one version comment per action, across the generated
   project's workflows and the template's own. Dependabot's grouped pull request moves them
   together; these tests catch a hand edit that moves only some.
@@ -37,6 +38,11 @@ VERSION_COMMENT = re.compile(r"^v\d+\.\d+\.\d+$")
 PIN = re.compile(
     r"(?<![\w.-])(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>[\w.!+-]+)")
 
+# NAME_VERSION=1.2 (Dockerfile ARG/ENV, Makefile variable, workflow env): the version of ``name``
+VERSION_VARIABLE = re.compile(
+    r"\b(?P<name>[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)_VERSION\s*(?:\?=|:=|=|:)\s*[\"']?"
+    r"(?P<version>\d[\w.]*)")
+
 # Packages whose versions may differ between the template's tools and the generated
 # project's locks, with the reason. Keep it empty unless a real constraint forces it.
 DIFFERENT_ON_PURPOSE = {}
@@ -70,6 +76,14 @@ def locked_versions():
     return locked
 
 
+def known_versions():
+    """Return {name: {versions}}: the locks and the template's pinned tools together."""
+    known = locked_versions()
+    for name, versions in requirement_pins(DEV_REQUIREMENTS).items():
+        known.setdefault(name, set()).update(versions)
+    return known
+
+
 def action_uses():
     """Return (file, line number, action, ref, comment) for every remote ``uses:``."""
     found = []
@@ -82,7 +96,7 @@ def action_uses():
     return found
 
 
-def command_pins(text):
+def install_pins(text):
     """Return [(name, version)] for ``name==version`` inside install commands in ``text``."""
     return [
         (canonical(match["name"]), match["version"])
@@ -90,6 +104,13 @@ def command_pins(text):
         if "install" in line
         for match in PIN.finditer(line)
     ]
+
+
+def spelled_out_versions(text):
+    """Return [(name, version)] for install pins and ``NAME_VERSION=version`` variables."""
+    variables = [(canonical(match["name"]), match["version"])
+                 for match in VERSION_VARIABLE.finditer(text)]
+    return install_pins(text) + variables
 
 
 def test_the_generated_project_has_lock_files():
@@ -140,11 +161,11 @@ def test_dockerfile_installs_from_a_lock_file(dockerfile):
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
-def test_dockerfile_pins_nothing_the_locks_do_not(dockerfile):
-    locked = locked_versions()
+def test_dockerfile_pins_nothing_that_is_not_pinned_elsewhere(dockerfile):
+    known = known_versions()
     unlocked = [f"{name}=={version}"
-                for name, version in command_pins(dockerfile.read_text(encoding="utf-8"))
-                if name not in locked]
+                for name, version in install_pins(dockerfile.read_text(encoding="utf-8"))
+                if name not in known]
     assert not unlocked, f"{dockerfile.name} keeps its own versions: {unlocked}"
 
 
@@ -153,16 +174,16 @@ def test_dockerfile_pins_nothing_the_locks_do_not(dockerfile):
     DOCKERFILES + [PROJECT_DIR / "Makefile"] + WORKFLOW_FILES,
     ids=lambda path: str(path.relative_to(TEMPLATE_DIR)),
 )
-def test_versions_spelled_out_in_commands_match_the_locks(path):
+def test_versions_spelled_out_elsewhere_match_the_pins(path):
     if not path.exists():
         pytest.skip(f"{path.name} is not part of this template")
-    locked = locked_versions()
+    known = known_versions()
     drifted = [
-        f"{name}=={version} (lock: {', '.join(sorted(locked[name]))})"
-        for name, version in command_pins(path.read_text(encoding="utf-8"))
-        if name in locked and version not in locked[name]
+        f"{name}=={version} (pinned: {', '.join(sorted(known[name]))})"
+        for name, version in spelled_out_versions(path.read_text(encoding="utf-8"))
+        if name in known and version not in known[name]
     ]
-    assert not drifted, f"{path.name} pins versions that differ from the lock: {drifted}"
+    assert not drifted, f"{path.name} names versions that differ from the pins: {drifted}"
 
 
 def test_template_ci_tests_every_python_version_choice():
