@@ -19,7 +19,7 @@ ANSWERS = r'''{{ cookiecutter | jsonify | replace("'", "\\u0027") }}'''
 PRUNE = {
     ("gpu_image", "no"): [
         "docker/gpu.Dockerfile",
-        "deploy/k8s/base/train-gpu-job.yaml",
+        "deploy/k8s/training",
     ],
     ("deploy_target", "none"): [
         "deploy",
