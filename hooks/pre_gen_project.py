@@ -28,15 +28,24 @@ CHOICES = {
 
 REQUIRED_TEXT = ("project_name", "description", "author_name")
 
-# Import names the generated project depends on, or exposes itself (the
-# generic console script ``model``). A package with one of these names
-# would hide the real module on sys.path or clash on install.
+# Names the generated project depends on (as import names and as normalised
+# distribution names), or exposes itself (the generic console script
+# ``model``). A package with one of these names would hide the real module on
+# sys.path or clash on install. A test keeps this list in step with the
+# generated pyproject.toml.
 DEPENDENCY_NAMES = frozenset({
-    "coverage", "docker", "fastapi", "flake8", "httpx", "joblib", "matplotlib",
-    "model", "numpy", "pandas", "pip", "prometheus_client", "pydantic",
-    "pydantic_core", "pydantic_settings", "pytest", "pytest_cov", "scikit_learn",
-    "scipy", "setuptools", "sklearn", "skops", "starlette", "threadpoolctl",
-    "uv", "uvicorn", "yaml",
+    # runtime
+    "fastapi", "matplotlib", "numpy", "orjson", "pandas", "prometheus_client",
+    "pydantic", "pydantic_settings", "scikit_learn", "sklearn", "skops", "tqdm",
+    "uvicorn",
+    # development
+    "flake8", "flask", "gunicorn", "httpx", "hypothesis", "pytest", "pytest_cov",
+    "schemathesis",
+    # installed with them, or tools the project runs
+    "coverage", "docker", "joblib", "pip", "pydantic_core", "scipy", "setuptools",
+    "starlette", "threadpoolctl", "uv", "yaml",
+    # the project's own generic console script
+    "model",
 })
 
 # Names the standard library does not list, but which a package must not take

@@ -12,9 +12,50 @@ KUBERNETES = {"deploy_target": "kubernetes"}
 GPU_ON_KUBERNETES = {**GPU, **KUBERNETES}
 
 FILES = {
+    # Project root
     ".cookiecutter.json": ALWAYS,
+    ".flake8": ALWAYS,
+    ".gitignore": ALWAYS,
     ".python-version": ALWAYS,
     "LICENSE": ALWAYS,
+    "Makefile": ALWAYS,
+    "pyproject.toml": ALWAYS,
+    "requirements/dev.txt": ALWAYS,
+    "requirements/prod.txt": ALWAYS,
+    # The package
+    "src/{package}/__init__.py": ALWAYS,
+    "src/{package}/cli.py": ALWAYS,
+    "src/{package}/config.py": ALWAYS,
+    "src/{package}/data.py": ALWAYS,
+    "src/{package}/logs.py": ALWAYS,
+    "src/{package}/model.py": ALWAYS,
+    "src/{package}/registry.py": ALWAYS,
+    # Images
+    "docker/cpu.Dockerfile": ALWAYS,
+    "docker/gpu.Dockerfile": GPU,
+    # GitHub
+    ".github/actions/setup/action.yml": ALWAYS,
+    ".github/dependabot.yml": ALWAYS,
+    ".github/workflows/ci.yml": ALWAYS,
+    ".github/workflows/deploy.yml": ALWAYS,
+    ".github/workflows/image.yml": ALWAYS,
+    ".github/workflows/release.yml": ALWAYS,
+    # Kubernetes
+    "deploy/k8s/deploy.sh": KUBERNETES,
+    "deploy/k8s/base/kustomization.yaml": KUBERNETES,
+    "deploy/k8s/base/logs-pvc.yaml": KUBERNETES,
+    "deploy/k8s/base/monitor-cronjob.yaml": KUBERNETES,
+    "deploy/k8s/base/server-deployment.yaml": KUBERNETES,
+    "deploy/k8s/base/server-hpa.yaml": KUBERNETES,
+    "deploy/k8s/base/server-pdb.yaml": KUBERNETES,
+    "deploy/k8s/base/server-service.yaml": KUBERNETES,
+    "deploy/k8s/overlays/production/kustomization.yaml": KUBERNETES,
+    "deploy/k8s/overlays/production/namespace.yaml": KUBERNETES,
+    "deploy/k8s/overlays/staging/kustomization.yaml": KUBERNETES,
+    "deploy/k8s/overlays/staging/namespace.yaml": KUBERNETES,
+    "deploy/k8s/training/kustomization.yaml": GPU_ON_KUBERNETES,
+    "deploy/k8s/training/models-pvc.yaml": GPU_ON_KUBERNETES,
+    "deploy/k8s/training/train-gpu-job.yaml": GPU_ON_KUBERNETES,
 }
 
 

@@ -16,10 +16,12 @@ DEFAULT_PACKAGE = "churn_model"
 
 COMBINATIONS = baking.option_combinations()
 
-# Jinja that survived rendering. Not matched: GitHub Actions expressions
-# (``${{ github.sha }}``), shell (``${#list[@]}``) and Go templates as in
-# ``docker inspect --format '{{.State.Health.Status}}'``.
-LEFTOVER_JINJA = re.compile(r"(?<!\$)(\{\{(?!\s*(\.|json\s))|\{%|\{#)")
+# Template syntax that survived rendering: a reference to the answers, a
+# statement or a comment. Rendering already fails on an undefined name, so
+# any other ``{{`` is some tool's own syntax and stays: GitHub Actions
+# (``${{ github.sha }}``), docker/metadata-action (``{{version}}``), Go
+# templates (``{{.State.Health.Status}}``); ``${#`` is shell.
+LEFTOVER_JINJA = re.compile(r"\{\{-?\s*cookiecutter\b|(?<!\$)\{[%#]")
 
 LICENSE_HEADINGS = {
     "MIT": "MIT License",
@@ -123,6 +125,13 @@ def test_license_file_is_the_chosen_license(baked):
     answers, project_dir = baked
     text = (project_dir / "LICENSE").read_text()
     assert text.strip().startswith(LICENSE_HEADINGS[answers["license"]])
+
+
+def test_package_metadata_declares_the_chosen_license(baked):
+    answers, project_dir = baked
+    declared = tomllib.loads((project_dir / "pyproject.toml").read_text())["project"]["license"]
+    expected = {"Proprietary": "LicenseRef-Proprietary"}.get(answers["license"], answers["license"])
+    assert declared == expected
 
 
 @pytest.mark.parametrize("license_id", ["MIT", "BSD-3-Clause", "Proprietary"])

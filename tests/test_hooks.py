@@ -3,8 +3,10 @@ the post-generation hook prunes, installs the license and records the answers.""
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
+import tomllib
 
 import pytest
 from cookiecutter.exceptions import FailedHookException
@@ -166,6 +168,16 @@ def test_hook_choices_match_cookiecutter_json():
     expected = {name: sorted(values) for name, values in baking.choice_variables().items()}
     actual = {name: sorted(values) for name, values in pre_gen.CHOICES.items()}
     assert actual == expected
+
+
+def test_every_dependency_of_the_generated_project_is_a_refused_name(bake):
+    project = tomllib.loads((bake() / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [
+        requirement for extra in project["optional-dependencies"].values() for requirement in extra
+    ]
+    names = {re.split(r"[\[<>=!~;\s]", requirement)[0].lower().replace("-", "_")
+             for requirement in requirements}
+    assert sorted(names - pre_gen.DEPENDENCY_NAMES) == []
 
 
 def test_default_answers_are_valid():
