@@ -1,0 +1,64 @@
+"""The quick start's own rules (scripts/quickstart.py, run by `make demo`).
+
+The full run (bake, install, train, test, serve, image) is the README's first command and
+runs in the template's CI; these tests pin down the behaviour around it.
+"""
+
+import importlib.util
+import sys
+
+import pytest
+
+import baking
+
+SCRIPT = baking.TEMPLATE_DIR / "scripts" / "quickstart.py"
+
+
+@pytest.fixture(scope="module")
+def quickstart():
+    """The quick start script, imported as a module."""
+    spec = importlib.util.spec_from_file_location("quickstart", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["quickstart"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_previous_demo_is_replaced(quickstart, tmp_path):
+    (tmp_path / "churn-model").mkdir()
+    (tmp_path / quickstart.MARKER).write_text("churn-model\n")
+    quickstart.clear_previous_demo(tmp_path, "churn-model")
+    assert not (tmp_path / "churn-model").exists()
+    assert not (tmp_path / quickstart.MARKER).exists()
+
+
+def test_folder_not_made_by_the_demo_is_left_alone(quickstart, tmp_path):
+    own_work = tmp_path / "churn-model"
+    own_work.mkdir()
+    (own_work / "precious.txt").write_text("keep me")
+    with pytest.raises(quickstart.StepFailed, match="not made by the quick start"):
+        quickstart.clear_previous_demo(tmp_path, "churn-model")
+    assert (own_work / "precious.txt").read_text() == "keep me"
+
+
+def test_failed_step_names_itself_and_keeps_its_log(quickstart, tmp_path, capsys):
+    steps = quickstart.Steps(tmp_path)
+    failing = [sys.executable, "-c", "print('the reason'); raise SystemExit(3)"]
+    with pytest.raises(quickstart.StepFailed) as failure:
+        steps.run("make test", failing, cwd=tmp_path, env=None, slug="test")
+    message, log = failure.value.args
+    assert "make test" in message and "exit 3" in message
+    assert "the reason" in log.read_text()
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_default_answers_name_the_default_project(quickstart):
+    answers = quickstart.default_answers()
+    assert (answers["project"], answers["package"]) == ("churn-model", "churn_model")
+
+
+def test_next_steps_name_the_deploy_environments_and_secrets(quickstart, bake):
+    project = bake(deploy_target="kubernetes")
+    environments, secrets = quickstart.deploy_settings(project)
+    assert {"staging", "production"} <= set(environments)
+    assert secrets and "GITHUB_TOKEN" not in secrets
