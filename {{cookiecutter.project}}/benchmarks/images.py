@@ -1,0 +1,161 @@
+"""Measure the serving image: size, cold build, rebuild after a code change, start to healthy.
+
+    python benchmarks/images.py [--base-image IMAGE]
+
+Builds docker/cpu.Dockerfile from a copy of the build context (the project itself is never
+touched), then:
+
+- the image size, and the size of a naive single-stage build of the same project
+  (``FROM`` the same base, ``COPY . .``, ``pip install .``) for comparison;
+- the cold build time (``--no-cache``) and the rebuild time after a change to one source file;
+- the time from ``docker run`` to the first 200 from the health endpoint (polled over HTTP
+  every 50 ms), and to Docker's own *healthy* status, which Docker first checks one
+  HEALTHCHECK interval after the start.
+
+Prints one line per number and its target. Needs only the standard library and ``docker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+CONTEXT_PATHS = ("pyproject.toml", "README.md", "LICENSE", ".dockerignore", "requirements",
+                 "src", "docker")
+NAIVE_DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+WORKDIR /app
+COPY . .
+RUN python3 -m pip install --break-system-packages .
+CMD ["model", "serve"]
+"""
+
+
+def docker(*args: str) -> str:
+    """Run ``docker ARGS``; return its standard output, exit with its error on failure."""
+    result = subprocess.run(["docker", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"docker {args[0]} failed:\n{result.stderr[-2000:]}")
+    return result.stdout.strip()
+
+
+def timed_build(context: Path, dockerfile: str, tag: str, base_image: str | None,
+                *extra: str) -> float:
+    """Build ``tag`` from ``context``; return the wall-clock seconds it took."""
+    base = ["--build-arg", f"BASE_IMAGE={base_image}"] if base_image else []
+    start = time.monotonic()
+    docker("build", "--quiet", "--file", str(context / dockerfile), "--tag", tag, *base,
+           *extra, str(context))
+    return time.monotonic() - start
+
+
+def image_size(tag: str) -> int:
+    """The image's size in bytes, as ``docker image ls`` reports it (all layers)."""
+    return int(docker("image", "inspect", "--format", "{{.Size}}", tag))
+
+
+def copy_context(destination: Path) -> Path:
+    """Copy the files the images are built from into ``destination``; return it."""
+    for name in CONTEXT_PATHS:
+        source = PROJECT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, symlinks=True)
+        elif source.exists():
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def touch_source(context: Path) -> Path:
+    """Change one source file (a comment line) the way a code-only commit would."""
+    source = sorted(context.glob("src/*/__init__.py"))[0]
+    with source.open("a", encoding="utf-8") as file:
+        file.write(f"# benchmark change {time.time_ns()}\n")
+    return source
+
+
+def start_to_healthy(tag: str, timeout: float = 120) -> tuple[float, float]:
+    """Seconds from ``docker run`` to the first healthy answer over HTTP, and to Docker's
+    *healthy* status."""
+    start = time.monotonic()
+    container = docker("run", "--detach", "--publish", "127.0.0.1::8000", tag)
+    try:
+        port = docker("port", container, "8000/tcp").splitlines()[0].rsplit(":", 1)[1]
+        http_seconds = None
+        while http_seconds is None and time.monotonic() - start < timeout:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        http_seconds = time.monotonic() - start
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.05)
+        while time.monotonic() - start < timeout:
+            state = json.loads(docker("inspect", "--format", "{{json .State.Health}}", container))
+            if state and state.get("Status") == "healthy":
+                return http_seconds, time.monotonic() - start
+            time.sleep(0.1)
+        sys.exit(f"{tag} did not become healthy in {timeout:.0f} s")
+    finally:
+        subprocess.run(["docker", "rm", "--force", container], capture_output=True)
+
+
+def report(name: str, value: str, target: str = "", met: bool | None = None) -> None:
+    """Print one measurement, its target and whether it is met."""
+    verdict = "" if met is None else ("  ok" if met else "  MISSED")
+    print(f"{name:<34} {value:>12}   {target}{verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the numbers."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-image", help="BASE_IMAGE build argument (default: the "
+                        "Dockerfile's pinned base)")
+    parser.add_argument("--tag", default="image-benchmark", help="image name to build")
+    parser.add_argument("--keep", action="store_true", help="keep the images afterwards")
+    args = parser.parse_args(argv)
+    tag, naive_tag = f"{args.tag}:cpu", f"{args.tag}:naive"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        context = copy_context(Path(tmp))
+        try:
+            cold = timed_build(context, "docker/cpu.Dockerfile", tag, args.base_image,
+                               "--no-cache")
+            touch_source(context)
+            rebuild = timed_build(context, "docker/cpu.Dockerfile", tag, args.base_image)
+            size = image_size(tag)
+            http_seconds, docker_seconds = start_to_healthy(tag)
+            (context / "naive.Dockerfile").write_text(NAIVE_DOCKERFILE, encoding="utf-8")
+            naive_build = timed_build(context, "naive.Dockerfile", naive_tag, args.base_image,
+                                      "--no-cache")
+            naive_size = image_size(naive_tag)
+        finally:
+            if not args.keep:
+                subprocess.run(["docker", "image", "rm", "--force", tag, naive_tag],
+                               capture_output=True)
+
+    mb = 1e6
+    report("CPU image size", f"{size / mb:.0f} MB", "<= 350 MB", size <= 350 * mb)
+    report("naive single-stage image size", f"{naive_size / mb:.0f} MB")
+    report("size / naive", f"{size / naive_size:.2f}", "<= 0.35", size / naive_size <= 0.35)
+    report("cold build (--no-cache)", f"{cold:.1f} s")
+    report("naive build (--no-cache)", f"{naive_build:.1f} s")
+    report("rebuild after a source change", f"{rebuild:.1f} s")
+    report("rebuild / cold", f"{rebuild / cold:.2f}", "<= 0.15", rebuild / cold <= 0.15)
+    report("start to healthy (HTTP /health)", f"{http_seconds:.2f} s", "<= 1.5 s",
+           http_seconds <= 1.5)
+    report("start to healthy (docker health)", f"{docker_seconds:.1f} s",
+           "first check after one interval")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+# The serving image: the package, its pinned dependencies and a trained model.
+#
+#   docker build -f docker/cpu.Dockerfile -t IMAGE .      (or: make image-cpu)
+#   docker run -p 8000:8000 IMAGE                         serves the model
+#   docker run IMAGE train | predict | monitor            the same CLI
+#
+# BASE_IMAGE: any Debian-like image with python3 (and its venv module) on PATH. Point it at a
+# mirror, or at an image built by the template's scripts/build-base-image.sh where Docker Hub is
+# out of reach. The image's Python is the base image's Python.
+ARG BASE_IMAGE=python:3.14-slim-trixie@sha256:51dafde81dbdb6ebde285137a295cf18a47ca95234fe388a343719cb97305b3d
+
+# ---- builder: dependencies, then the project, then a model ------------------------------------
+# A build stage never runs as a container, so it has no HEALTHCHECK.
+# hadolint ignore=DL3057
+FROM ${BASE_IMAGE} AS builder
+
+ARG UV_VERSION=0.13.9
+# No caches in any layer. Bytecode is compiled explicitly below, after pruning.
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_NO_CACHE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
+    MODEL_REGISTRY_DIR=/srv/models \
+    MODEL_LOG_DIR=/srv/logs
+
+# uv lives in its own venv and stays in this stage. The runtime venv gets no pip at all.
+# app.pth puts /opt/app (the project, installed below) on the runtime venv's path.
+RUN python3 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-cache-dir "uv==${UV_VERSION}" \
+    && python3 -m venv --without-pip /opt/venv \
+    && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\n')"
+
+WORKDIR /build
+
+# Pinned dependencies in their own layer: a source-only change does not reinstall them.
+# The libraries' own test suites (about a quarter of the bytes) are never imported by the
+# service: they are removed. Bytecode is compiled because the non-root user cannot write
+# __pycache__, so without it every start would compile in memory again; unchecked-hash because
+# sources in an image never change, so Python need not compare timestamps.
+COPY requirements/prod.txt requirements/prod.txt
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps -r requirements/prod.txt \
+    && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
+    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
+
+# The project itself, without dependencies, into /opt/app: the final stage copies it apart from
+# the venv, so that a code change does not copy the (large, unchanged) venv again.
+COPY pyproject.toml README.md LICENSE ./
+COPY src/ src/
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps --target /opt/app . \
+    && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/app
+
+# A model to serve: the registry in docker/model/ when it holds MODEL_VERSION (a model that a
+# pipeline trained and tested), otherwise one trained here on the embedded data set.
+ARG MODEL_VERSION=0.1
+COPY docker/model/ /srv/models/
+RUN rm -f /srv/models/README.md \
+    && if [ ! -e "/srv/models/model-${MODEL_VERSION}" ]; then \
+        MODEL_VERSION="${MODEL_VERSION}" model train --quiet; \
+    fi \
+    && rm -rf /srv/logs && mkdir -p /srv/logs
+
+# ---- runtime -----------------------------------------------------------------------------
+FROM ${BASE_IMAGE}
+
+ARG MODEL_VERSION=0.1
+
+# A fixed, numeric, unprivileged user: Kubernetes' runAsNonRoot can verify it.
+RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
+
+# Settings before the COPY steps: a code change then rebuilds only the layers that hold code.
+# One worker per container by default: scale with replicas, or set MODEL_WORKERS at run time.
+ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MODEL_HOST=0.0.0.0 \
+    MODEL_PORT=8000 \
+    MODEL_WORKERS=1 \
+    MODEL_REGISTRY_DIR=/srv/models \
+    MODEL_LOG_DIR=/srv/logs \
+    MODEL_VERSION="${MODEL_VERSION}"
+USER 10001:10001
+WORKDIR /srv
+EXPOSE 8000
+# Standard library only (slim images have no curl); -I -S keeps the probe's start-up cheap.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python3", "-I", "-S", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('MODEL_PORT', '8000'), timeout=2)"]
+ENTRYPOINT ["model"]
+CMD ["serve"]
+
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/app /opt/app
+COPY --from=builder --chown=10001:10001 /srv /srv
+
+# Labels last: their values change on every commit and must not invalidate the layers above.
+ARG VERSION=0.0.0
+ARG REVISION=unknown
+ARG SOURCE=
+LABEL org.opencontainers.image.title="model" \
+      org.opencontainers.image.description="Model serving image (CPU)" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      model.version="${MODEL_VERSION}"

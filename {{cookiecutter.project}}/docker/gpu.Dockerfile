@@ -1,0 +1,89 @@
+# The training image: the same package and CLI on an NVIDIA CUDA runtime base.
+#
+#   docker build -f docker/gpu.Dockerfile -t IMAGE .          (or: make image-gpu)
+#   docker run --gpus all -v "$PWD/models:/srv/models" --user "$(id -u)" IMAGE train
+#
+# `train` says which device it found; without a GPU it runs on the CPU and says so.
+# BASE_IMAGE: any Debian or Ubuntu image. The image's Python is the one of the base's OS
+# (Ubuntu 24.04: 3.12); a base that already has python3 with its venv module is used as is.
+ARG BASE_IMAGE=nvidia/cuda:12.9.1-runtime-ubuntu24.04@sha256:1287141d283b8f06f45681b56a48a85791398c615888b1f96bfb9fc981392d98
+
+# ---- python: the OS's Python on the CUDA base ---------------------------------------------
+FROM ${BASE_IMAGE} AS python
+
+# The pin allows the patch releases of one Python minor version: Ubuntu removes superseded
+# package versions from its archive, so an exact pin would break the build after an update.
+RUN if ! python3 -c "import ensurepip" 2>/dev/null; then \
+        apt-get update \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            python3=3.12.* python3-venv=3.12.* \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
+# ---- builder: dependencies, then the project ------------------------------------------------
+# A build stage never runs as a container, so it has no HEALTHCHECK.
+# hadolint ignore=DL3057
+FROM python AS builder
+
+ARG UV_VERSION=0.13.9
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_NO_CACHE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never
+
+# uv stays in this stage; app.pth puts the project (/opt/app) on the runtime venv's path.
+RUN python3 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-cache-dir "uv==${UV_VERSION}" \
+    && python3 -m venv --without-pip /opt/venv \
+    && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\n')"
+
+WORKDIR /build
+
+# Pinned dependencies first (cached), without the libraries' test suites, bytecode compiled.
+COPY requirements/prod.txt requirements/prod.txt
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps -r requirements/prod.txt \
+    && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
+    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
+
+COPY pyproject.toml README.md LICENSE ./
+COPY src/ src/
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps --target /opt/app . \
+    && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/app \
+    && mkdir -p /srv/models /srv/logs
+
+# ---- runtime -----------------------------------------------------------------------------
+FROM python
+
+ARG MODEL_VERSION=0.1
+
+# A fixed, numeric, unprivileged user, as in the serving image.
+RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
+
+ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MODEL_REGISTRY_DIR=/srv/models \
+    MODEL_LOG_DIR=/srv/logs \
+    MODEL_VERSION="${MODEL_VERSION}"
+USER 10001:10001
+WORKDIR /srv
+# A training job has no endpoint to probe: it succeeds or fails by its exit status.
+HEALTHCHECK NONE
+ENTRYPOINT ["model"]
+CMD ["train"]
+
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/app /opt/app
+COPY --from=builder --chown=10001:10001 /srv /srv
+
+# Labels last: their values change on every commit and must not invalidate the layers above.
+ARG VERSION=0.0.0
+ARG REVISION=unknown
+ARG SOURCE=
+LABEL org.opencontainers.image.title="model-gpu" \
+      org.opencontainers.image.description="Model training image (CUDA)" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      model.version="${MODEL_VERSION}"
