@@ -31,8 +31,12 @@ FILES = {
     "src/{package}/model.py": ALWAYS,
     "src/{package}/registry.py": ALWAYS,
     # Images
+    ".dockerignore": ALWAYS,
     "docker/cpu.Dockerfile": ALWAYS,
     "docker/gpu.Dockerfile": GPU,
+    "docker/model/README.md": ALWAYS,
+    "docker/smoke.py": ALWAYS,
+    "benchmarks/images.py": ALWAYS,
     # GitHub
     ".github/actions/setup/action.yml": ALWAYS,
     ".github/dependabot.yml": ALWAYS,
