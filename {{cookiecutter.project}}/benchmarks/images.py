@@ -61,7 +61,7 @@ def timed_build(context: Path, dockerfile: str, tag: str, base_image: str | None
 
 def image_size(tag: str) -> int:
     """The image's size in bytes, as ``docker image ls`` reports it (all layers)."""
-    return int(docker("image", "inspect", "--format", "{{.Size}}", tag))
+    return json.loads(docker("image", "inspect", tag))[0]["Size"]
 
 
 def copy_context(destination: Path) -> Path:
@@ -99,8 +99,8 @@ def start_to_healthy(tag: str, timeout: float = 120) -> tuple[float, float]:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.05)
         while time.monotonic() - start < timeout:
-            state = json.loads(docker("inspect", "--format", "{{json .State.Health}}", container))
-            if state and state.get("Status") == "healthy":
+            health = json.loads(docker("inspect", container))[0]["State"].get("Health") or {}
+            if health.get("Status") == "healthy":
                 return http_seconds, time.monotonic() - start
             time.sleep(0.1)
         sys.exit(f"{tag} did not become healthy in {timeout:.0f} s")

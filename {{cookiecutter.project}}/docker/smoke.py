@@ -33,11 +33,16 @@ def docker(*args: str) -> str:
     return result.stdout.strip()
 
 
+def inspect(container: str) -> dict:
+    """Docker's description of the container (``docker inspect``), as a dict."""
+    return json.loads(docker("inspect", container))[0]
+
+
 def wait_until_healthy(container: str, timeout: float) -> float:
     """Wait until Docker reports the container healthy; return the seconds it took."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        state = json.loads(docker("inspect", "--format", "{{json .State}}", container))
+        state = inspect(container)["State"]
         health = (state.get("Health") or {}).get("Status")
         if not state.get("Running"):
             raise SmokeFailure(f"the container stopped (exit code {state.get('ExitCode')})")
