@@ -38,11 +38,13 @@ FILES = {
     "docker/smoke.py": ALWAYS,
     "benchmarks/images.py": ALWAYS,
     # GitHub
+    ".github/actions/image-setup/action.yml": ALWAYS,
     ".github/actions/setup/action.yml": ALWAYS,
     ".github/dependabot.yml": ALWAYS,
     ".github/workflows/ci.yml": ALWAYS,
-    ".github/workflows/deploy.yml": ALWAYS,
-    ".github/workflows/image.yml": ALWAYS,
+    ".github/workflows/deploy.yml": KUBERNETES,
+    ".github/workflows/image-build.yml": ALWAYS,
+    ".github/workflows/image-publish.yml": ALWAYS,
     ".github/workflows/release.yml": ALWAYS,
     # Kubernetes
     "deploy/k8s/deploy.sh": KUBERNETES,
