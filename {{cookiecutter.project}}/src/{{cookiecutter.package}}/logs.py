@@ -1,0 +1,162 @@
+"""Train and predict logs: JSON Lines, one file per month, test-mode logs kept apart.
+
+One JSON object per line, one line per event at the most granular level (a training run, a
+predicted row), with the fields performance monitoring needs: timestamp, runtime, model
+version, a summary of the input data and, for predictions, the prediction itself.
+
+Every append is a single ``write`` of whole lines to a file opened with ``O_APPEND``, under a
+thread lock and an exclusive ``flock``: threads and processes (service workers, a CLI running
+next to them) can log at the same time without interleaving or losing lines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+KINDS = ("train", "predict")
+_MONTH = re.compile(r"^\d{4}-\d{2}$")
+# One lock per process is enough: flock already serialises processes, the lock spares threads
+# of one process from contending on the same file lock.
+_append_lock = threading.Lock()
+
+
+class LogFormatError(ValueError):
+    """A log file holds a line that is not a JSON object."""
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC timestamp with microseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _file_name(kind: str, test_mode: bool, month: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown log kind {kind!r}: expected one of {', '.join(KINDS)}")
+    return f"{kind}{'-test' if test_mode else ''}-{month}.jsonl"
+
+
+def log_path(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
+             month: str | None = None) -> Path:
+    """The log file of ``kind`` ("train" or "predict") for a month ("YYYY-MM", default now).
+
+    Production logs are ``<kind>-YYYY-MM.jsonl``, test-mode logs ``<kind>-test-YYYY-MM.jsonl``.
+    """
+    if month is None:
+        month = datetime.now(timezone.utc).strftime("%Y-%m")
+    elif not _MONTH.match(month):
+        raise ValueError(f"month must look like YYYY-MM, got {month!r}")
+    return Path(log_dir) / _file_name(kind, test_mode, month)
+
+
+def log_files(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False) -> list[Path]:
+    """All monthly files of one log, oldest first."""
+    _file_name(kind, test_mode, "0000-00")  # validates kind
+    pattern = f"{kind}{'-test' if test_mode else ''}-[0-9][0-9][0-9][0-9]-[0-9][0-9].jsonl"
+    return sorted(Path(log_dir).glob(pattern))
+
+
+def append_records(path: str | os.PathLike, records: Iterable[Mapping]) -> int:
+    """Append records to a JSON Lines file as one atomic write; return the number of lines."""
+    lines = [orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) for record in records]
+    if not lines:
+        return 0
+    payload = b"\n".join(lines) + b"\n"
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    with _append_lock:
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            view = memoryview(payload)
+            while view:  # a regular file takes it in one go; loop in case it does not
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)  # closing releases the flock
+    return len(lines)
+
+
+def read_log(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
+             month: str | None = None) -> list[dict]:
+    """Read a log back: one month ("YYYY-MM") or, by default, every month in order.
+
+    A missing log reads as an empty list; a corrupt line raises ``LogFormatError`` naming the
+    file and the line.
+    """
+    if month is None:
+        paths = log_files(log_dir, kind, test_mode=test_mode)
+    else:
+        paths = [log_path(log_dir, kind, test_mode=test_mode, month=month)]
+    records = []
+    for path in paths:
+        if not path.exists():
+            continue
+        with open(path, "rb") as stream:
+            for number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    record = None
+                if not isinstance(record, dict):
+                    raise LogFormatError(f"{path}, line {number}: not a JSON object")
+                records.append(record)
+    return records
+
+
+def log_training(log_dir: str | os.PathLike, *, test_mode: bool, model_version: str,
+                 runtime: float, input_data_summary: Mapping, details: Mapping) -> Path:
+    """Write the record of one training run; ``details`` adds metrics, fingerprint, etc."""
+    path = log_path(log_dir, "train", test_mode=test_mode)
+    record = {
+        "timestamp": utc_now(),
+        "model_version": model_version,
+        "runtime": round(runtime, 6),
+        "input_data_summary": dict(input_data_summary),
+        **details,
+    }
+    append_records(path, [record])
+    return path
+
+
+def log_predictions(log_dir: str | os.PathLike, *, test_mode: bool, model_version: str,
+                    request_id: str, runtime: float, rows: Sequence[Mapping],
+                    labels: Sequence[int], probabilities: Sequence[float],
+                    log_inputs: bool = True) -> Path:
+    """Write one record per predicted row, all rows of a request in one append.
+
+    ``runtime`` is the request's prediction time (shared by its rows); ``input`` is the row's
+    feature values, left out when ``log_inputs`` is false (personal data).
+    """
+    path = log_path(log_dir, "predict", test_mode=test_mode)
+    timestamp = utc_now()
+    summary = {"n_rows": len(rows), "n_features": len(rows[0]) if len(rows) else 0}
+    runtime = round(runtime, 6)
+    records = []
+    for index, (row, label, probability) in enumerate(zip(rows, labels, probabilities)):
+        record = {
+            "timestamp": timestamp,
+            "request_id": request_id,
+            "model_version": model_version,
+            "runtime": runtime,
+            "row": index,
+            "prediction": label,
+            "probability": probability,
+            "input_data_summary": summary,
+        }
+        if log_inputs:
+            record["input"] = row
+        records.append(record)
+    append_records(path, records)
+    return path

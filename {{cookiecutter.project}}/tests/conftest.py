@@ -1,0 +1,67 @@
+"""Shared fixtures: every test runs in a temporary directory with its own registry and logs."""
+
+import os
+import shutil
+
+import pytest
+
+from {{ cookiecutter.package }} import data, model
+from {{ cookiecutter.package }}.config import Settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_environment():
+    """No test sees the caller's MODEL_* variables."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("MODEL_"):
+                patch.delenv(name)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def isolated_paths(tmp_path, monkeypatch):
+    """Point the registry and the logs at a temporary directory and work from there."""
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("MODEL_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def production_paths(pytestconfig):
+    """Where production models and logs go: the defaults, relative to the project root."""
+    return [pytestconfig.rootpath / "models", pytestconfig.rootpath / "logs"]
+
+
+@pytest.fixture
+def settings():
+    """Settings read from the isolated environment."""
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def small_dataset():
+    """A small sample of the default data set: enough to train on, quick to train."""
+    return data.make_default_dataset(n_rows=300, seed=7)
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory, small_dataset):
+    """A registry holding a test-mode model, trained once for the whole session."""
+    root = tmp_path_factory.mktemp("trained")
+    model.train(Settings(registry_dir=root / "models", log_dir=root / "logs"), small_dataset,
+                test_mode=True)
+    return root / "models"
+
+
+@pytest.fixture
+def trained_settings(trained_registry, settings):
+    """Settings whose registry is a private copy of the trained one (tests may tamper)."""
+    shutil.copytree(trained_registry, settings.registry_dir, symlinks=True)
+    return settings
+
+
+@pytest.fixture
+def loaded(trained_settings):
+    """The trained test-mode model, loaded and verified."""
+    return model.load_model(trained_settings, test_mode=True)

@@ -1,0 +1,119 @@
+"""Logs: JSON Lines in monthly files, test logs apart, no line lost or torn by any writer."""
+
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from {{ cookiecutter.package }} import logs
+
+
+def test_production_and_test_logs_have_different_monthly_files(tmp_path):
+    assert logs.log_path(tmp_path, "predict", month="2024-03").name == "predict-2024-03.jsonl"
+    assert logs.log_path(tmp_path, "train", test_mode=True, month="2024-03").name == (
+        "train-test-2024-03.jsonl")
+
+
+def test_log_path_defaults_to_the_current_month(tmp_path):
+    month = datetime.now(timezone.utc).strftime("%Y-%m")
+    assert logs.log_path(tmp_path, "train").name == f"train-{month}.jsonl"
+
+
+@pytest.mark.parametrize(("kind", "month"), [("debug", None), ("train", "March")])
+def test_log_path_refuses_unknown_kinds_and_months(tmp_path, kind, month):
+    with pytest.raises(ValueError):
+        logs.log_path(tmp_path, kind, month=month)
+
+
+def test_values_read_back_equal_those_written(tmp_path):
+    written = [{"prediction": 1, "probability": 0.731, "input": {"country": "singapore"}},
+               {"prediction": 0, "probability": 0.2, "request_id": "é-ü"}]
+    path = logs.log_path(tmp_path / "new" / "dir", "predict")
+    assert logs.append_records(path, written) == 2
+    assert logs.read_log(tmp_path / "new" / "dir", "predict") == written
+
+
+def test_nothing_to_append_writes_nothing(tmp_path):
+    path = logs.log_path(tmp_path, "predict")
+    assert logs.append_records(path, []) == 0
+    assert not path.exists()
+
+
+def test_every_month_is_read_in_order(tmp_path):
+    for month in ("2024-02", "2023-12", "2024-01"):
+        logs.append_records(logs.log_path(tmp_path, "predict", month=month), [{"month": month}])
+    logs.append_records(logs.log_path(tmp_path, "predict", test_mode=True), [{"month": "test"}])
+    assert [r["month"] for r in logs.read_log(tmp_path, "predict")] == [
+        "2023-12", "2024-01", "2024-02"]
+    assert logs.read_log(tmp_path, "predict", month="2024-01") == [{"month": "2024-01"}]
+    assert logs.read_log(tmp_path, "predict", test_mode=True) == [{"month": "test"}]
+
+
+def test_a_missing_log_reads_as_empty(tmp_path):
+    assert logs.read_log(tmp_path / "nowhere", "train") == []
+    assert logs.read_log(tmp_path, "train", month="2020-01") == []
+
+
+def test_a_corrupt_line_is_reported_with_file_and_line(tmp_path):
+    path = logs.log_path(tmp_path, "train")
+    path.write_text('{"ok": 1}\n\n[1, 2]\n')
+    with pytest.raises(logs.LogFormatError, match=rf"{path.name}, line 3: not a JSON object"):
+        logs.read_log(tmp_path, "train")
+
+
+def test_training_record_holds_the_minimal_fields(tmp_path):
+    path = logs.log_training(tmp_path, test_mode=True, model_version="0.3", runtime=1.5,
+                             input_data_summary={"n_rows": 10}, details={"metrics": {"f1": 1}})
+    (record,) = logs.read_log(tmp_path, "train", test_mode=True)
+    assert path.name.startswith("train-test-")
+    assert {"timestamp", "runtime", "model_version", "input_data_summary", "metrics"} <= set(record)
+    assert datetime.fromisoformat(record["timestamp"]).tzinfo is not None
+
+
+def test_one_record_is_written_per_predicted_row(tmp_path):
+    rows = [{"age": 30}, {"age": 40}]
+    logs.log_predictions(tmp_path, test_mode=False, model_version="0.1", request_id="r",
+                         runtime=0.001, rows=rows, labels=[1, 0], probabilities=[0.9, 0.1])
+    records = logs.read_log(tmp_path, "predict")
+    assert [(r["row"], r["prediction"], r["input"]) for r in records] == [
+        (0, 1, {"age": 30}), (1, 0, {"age": 40})]
+
+
+LONG = "x" * 5000  # long lines: a torn write would show as invalid JSON
+
+
+def test_concurrent_threads_lose_no_lines(tmp_path):
+    path = logs.log_path(tmp_path, "predict")
+
+    def writer(number):
+        for i in range(100):
+            logs.append_records(path, [{"writer": number, "i": i, "pad": LONG}] * 2)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = logs.read_log(tmp_path, "predict")
+    assert len(records) == 8 * 100 * 2
+    assert all(r["pad"] == LONG for r in records)
+
+
+def test_concurrent_processes_lose_no_lines(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        from {logs.__name__} import append_records
+        for i in range(200):
+            append_records(sys.argv[1], [dict(writer=sys.argv[2], i=i, pad="{LONG}")])
+    """)
+    path = logs.log_path(tmp_path, "predict")
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(path), str(n)])
+                 for n in range(4)]
+    assert [p.wait() for p in processes] == [0] * 4
+    records = logs.read_log(tmp_path, "predict")
+    assert len(records) == 4 * 200
+    for writer in map(str, range(4)):
+        assert [r["i"] for r in records if r["writer"] == writer] == list(range(200))

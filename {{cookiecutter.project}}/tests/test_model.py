@@ -1,0 +1,262 @@
+"""The model: training stores a verified artifact, the model predicts, each row is logged."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from {{ cookiecutter.package }} import data, logs, model, registry
+from {{ cookiecutter.package }}.config import Settings
+from {{ cookiecutter.package }}.data import DataValidationError
+
+EXAMPLE = data.SCHEMA.example
+
+
+def snapshot(paths):
+    """Every file under the given paths with its size and modification time."""
+    return {
+        str(path): sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns)
+                          for f in path.rglob("*") if f.is_file()) if path.exists() else None
+        for path in paths
+    }
+
+
+def test_training_stores_the_version_with_its_metadata(loaded):
+    metadata = loaded.metadata
+    assert (metadata["name"], metadata["version"]) == ("test-model", "0.1")
+    assert metadata["note"] == Settings().version_note
+    assert metadata["data"]["n_rows"] == 300
+    assert len(metadata["data"]["fingerprint"]) == 64
+    assert {"trained_at", "artifact_sha256", "libraries", "metrics"} <= set(metadata)
+
+
+def test_training_compares_candidates_against_a_baseline(loaded):
+    metrics = loaded.metadata["metrics"]
+    assert set(metrics["cross_validation"]) == set(model.candidate_models()) | {"baseline"}
+    assert metrics["selected_model"] in model.candidate_models()
+    assert metrics["baseline_test"]["roc_auc"] == 0.5
+
+
+def test_trained_model_beats_the_baseline(loaded):
+    metrics = loaded.metadata["metrics"]
+    assert metrics["test"]["roc_auc"] > metrics["baseline_test"]["roc_auc"] + 0.1
+
+
+def test_metrics_record_the_class_balance_of_both_splits(loaded):
+    balance = loaded.metadata["metrics"]["class_balance"]
+    assert set(balance) == {"train", "test"}
+    assert sum(balance["test"].values()) == pytest.approx(1.0)
+
+
+def test_selection_prefers_the_simpler_model_within_one_standard_error():
+    scores = {
+        "simple": {"roc_auc_mean": 0.80, "roc_auc_std": 0.01},
+        "complex": {"roc_auc_mean": 0.81, "roc_auc_std": 0.05},
+        "baseline": {"roc_auc_mean": 0.5, "roc_auc_std": 0.0},
+    }
+    assert model.select_model(scores) == "simple"
+    scores["complex"]["roc_auc_mean"] = 0.90
+    assert model.select_model(scores) == "complex"
+
+
+def test_training_is_logged_in_the_test_train_log(trained_settings, small_dataset):
+    model.train(trained_settings, small_dataset, test_mode=True)
+    (record,) = logs.read_log(trained_settings.log_dir, "train", test_mode=True)
+    assert record["model_version"] == "0.1"
+    assert record["input_data_summary"]["n_rows"] == 300
+    assert record["data_fingerprint"] == data.fingerprint(small_dataset)
+    assert record["runtime"] > 0
+    assert logs.read_log(trained_settings.log_dir, "train") == []
+
+
+def test_training_reads_the_configured_csv(tmp_path, small_dataset):
+    path = tmp_path / "team-data.csv"
+    path.write_bytes(data.canonical_csv(small_dataset))
+    settings = Settings(data_path=path, version="2.0")
+    result = model.train(settings, test_mode=True)
+    assert result.metadata["data"]["source"] == str(path)
+    assert result.version == "2.0"
+    assert model.load_training_data(settings, test_mode=True).equals(small_dataset)
+
+
+def test_training_defaults_to_the_embedded_data_set(settings, monkeypatch):
+    small = data.make_default_dataset(200)
+    monkeypatch.setattr(data, "make_default_dataset", lambda: small)
+    result = model.train(settings, test_mode=True)
+    assert result.metadata["data"]["source"] == "embedded default data set"
+    assert result.metrics["n_train"] + result.metrics["n_test"] == 200
+
+
+def test_training_refuses_data_with_too_few_rows_of_a_class(settings, small_dataset):
+    skewed = small_dataset.assign(**{data.TARGET: 1})
+    skewed.loc[:3, data.TARGET] = 0
+    with pytest.raises(DataValidationError, match="at least 10 rows of each class"):
+        model.train(settings, skewed, test_mode=True)
+
+
+def test_a_failed_training_leaves_the_previous_version_loadable(trained_settings, small_dataset,
+                                                                monkeypatch):
+    before = model.load_model(trained_settings, test_mode=True).metadata["trained_at"]
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("out of disk space")
+
+    monkeypatch.setattr(registry, "_write_file", crash)
+    with pytest.raises(RuntimeError):
+        model.train(trained_settings, small_dataset, test_mode=True)
+    monkeypatch.undo()
+    assert model.load_model(trained_settings, test_mode=True).metadata["trained_at"] == before
+
+
+def test_loading_an_untrained_version_raises_model_not_found(settings):
+    with pytest.raises(registry.ModelNotFoundError):
+        model.load_model(settings, test_mode=True)
+
+
+def test_loading_a_tampered_model_raises_integrity_error(trained_settings, loaded):
+    with open(loaded.path / registry.MODEL_FILE, "r+b") as stream:
+        stream.seek(100)
+        stream.write(b"tampered")
+    with pytest.raises(registry.IntegrityError, match="refusing to load it"):
+        model.load_model(trained_settings, test_mode=True)
+
+
+def test_predicts_one_record(loaded, settings):
+    prediction = model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    assert prediction.labels in ([0], [1])
+    assert 0.0 <= prediction.probabilities[0] <= 1.0
+    assert prediction.model_version == "0.1"
+
+
+def test_predicts_a_list_of_records(loaded, settings):
+    prediction = model.predict(loaded, [EXAMPLE] * 3, settings=settings, test_mode=True)
+    assert len(prediction.labels) == len(prediction.probabilities) == 3
+
+
+def test_predicts_a_data_frame(loaded, settings, small_dataset):
+    frame = small_dataset[data.FEATURES]
+    prediction = model.predict(loaded, frame, settings=settings, test_mode=True)
+    expected = loaded.pipeline.predict(frame)
+    assert prediction.labels == expected.tolist()
+
+
+def test_labels_follow_the_probabilities(loaded, settings, small_dataset):
+    prediction = model.predict(loaded, small_dataset[data.FEATURES], settings=settings,
+                               test_mode=True)
+    assert all(label == (p > 0.5) for label, p in zip(prediction.labels, prediction.probabilities))
+
+
+def test_fast_scoring_matches_the_pipeline(loaded, small_dataset):
+    assert loaded.scorer is not None
+    rows = small_dataset[data.FEATURES].to_dict("records")
+    np.testing.assert_allclose(loaded.positive_probability(rows),
+                               loaded.pipeline.predict_proba(small_dataset[data.FEATURES])[:, 1],
+                               rtol=0, atol=1e-12)
+
+
+def test_a_forest_is_scored_through_its_own_predict_proba(small_dataset):
+    forest = model.build_pipeline(RandomForestClassifier(n_estimators=5, random_state=0))
+    forest.fit(small_dataset[data.FEATURES], small_dataset[data.TARGET])
+    loaded = model.LoadedModel(forest, {}, "model", "0.1", path=None)
+    assert loaded.scorer is not None
+    np.testing.assert_allclose(loaded.positive_probability([EXAMPLE]),
+                               forest.predict_proba(pd.DataFrame([EXAMPLE]))[:, 1])
+
+
+def test_an_unsupported_pipeline_falls_back_to_scikit_learn(loaded, small_dataset):
+    pipeline = Pipeline([("identity", FunctionTransformer()), *loaded.pipeline.steps])
+    fallback = model.LoadedModel(pipeline, {}, "model", "0.1", path=None)
+    assert fallback.scorer is None
+    frame = small_dataset[data.FEATURES]
+    np.testing.assert_allclose(fallback.positive_probability(frame),
+                               loaded.positive_probability(frame))
+    np.testing.assert_allclose(fallback.positive_probability([EXAMPLE]),
+                               loaded.positive_probability([EXAMPLE]))
+
+
+def test_a_disagreeing_fast_scorer_is_not_used(loaded, monkeypatch, caplog):
+    monkeypatch.setattr(model.FastScorer, "positive_probability",
+                        lambda self, columns: np.zeros(len(next(iter(columns.values())))))
+    reloaded = model.LoadedModel(loaded.pipeline, loaded.metadata, "test-model", "0.1", loaded.path)
+    assert reloaded.scorer is None
+    assert "disagrees" in caplog.text
+
+
+def test_self_check_passes_for_a_loaded_model(loaded):
+    assert loaded.self_check()
+
+
+def test_self_check_fails_when_prediction_fails(loaded, monkeypatch):
+    monkeypatch.setattr(loaded, "scorer", None)
+    monkeypatch.setattr(loaded, "pipeline", None)
+    assert not loaded.self_check()
+
+
+def test_nan_input_is_refused_with_a_clear_error(loaded, settings):
+    with pytest.raises(DataValidationError, match="field 'age': value is missing"):
+        model.predict(loaded, {**EXAMPLE, "age": float("nan")}, settings=settings,
+                      test_mode=True)
+
+
+def test_nan_in_a_data_frame_is_refused(loaded, settings):
+    frame = pd.DataFrame([EXAMPLE, {**EXAMPLE, "num_streams": np.nan}])
+    with pytest.raises(DataValidationError, match="row 1, field 'num_streams'"):
+        model.predict(loaded, frame, settings=settings, test_mode=True)
+
+
+def test_invalid_input_writes_no_log_line(loaded, settings):
+    with pytest.raises(DataValidationError):
+        model.predict(loaded, {**EXAMPLE, "country": "mars"}, settings=settings, test_mode=True)
+    assert logs.read_log(settings.log_dir, "predict", test_mode=True) == []
+
+
+def test_n_predictions_give_n_log_lines(loaded, settings):
+    for _ in range(5):
+        model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    model.predict(loaded, [EXAMPLE] * 3, settings=settings, test_mode=True)
+    assert len(logs.read_log(settings.log_dir, "predict", test_mode=True)) == 8
+
+
+def test_predict_log_holds_the_course_fields(loaded, settings):
+    prediction = model.predict(loaded, EXAMPLE, settings=settings, request_id="req-1",
+                               test_mode=True)
+    (record,) = logs.read_log(settings.log_dir, "predict", test_mode=True)
+    assert record["request_id"] == prediction.request_id == "req-1"
+    assert record["prediction"] == prediction.labels[0]
+    assert record["probability"] == prediction.probabilities[0]
+    assert record["model_version"] == "0.1"
+    assert record["input"] == EXAMPLE
+    assert record["input_data_summary"] == {"n_rows": 1, "n_features": 4}
+    assert record["runtime"] >= 0 and "timestamp" in record
+
+
+def test_request_ids_are_generated_and_unique(loaded, settings):
+    first = model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    second = model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    assert first.request_id != second.request_id
+
+
+def test_inputs_stay_out_of_the_log_when_switched_off(loaded, monkeypatch):
+    monkeypatch.setenv("MODEL_LOG_INPUTS", "false")
+    settings = Settings()
+    model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    (record,) = logs.read_log(settings.log_dir, "predict", test_mode=True)
+    assert "input" not in record
+
+
+def test_prediction_serialises_to_a_dict(loaded, settings):
+    result = model.predict(loaded, EXAMPLE, settings=settings, test_mode=True).to_dict()
+    assert set(result) == {"request_id", "model_version", "predictions", "probabilities"}
+
+
+def test_test_mode_never_touches_production_paths(production_paths, settings, small_dataset):
+    before = snapshot(production_paths)
+    model.train(settings, small_dataset, test_mode=True)
+    loaded = model.load_model(settings, test_mode=True)
+    model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    assert snapshot(production_paths) == before
+    assert [p.name for p in settings.registry_dir.iterdir() if p.is_symlink()] == ["test-model-0.1"]
+    assert sorted(p.name.rsplit("-", 2)[0] for p in settings.log_dir.iterdir()) == [
+        "predict-test", "train-test"]
