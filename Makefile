@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= build
-DEMO_PROJECT := $(DEMO_DIR)/churn-model
 PYTEST_ARGS ?=
 
 # The environment is rebuilt whenever the pinned requirements change.
@@ -25,18 +24,14 @@ $(INSTALLED): requirements-dev.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-dev.txt
 	touch $@
 
-demo: $(INSTALLED) ## Generate the default project into build/, then install, train and test it
-	rm -rf $(DEMO_PROJECT)
-	$(BIN)/cookiecutter --no-input --output-dir $(DEMO_DIR) .
-	MAKEFLAGS= $(MAKE) -C $(DEMO_PROJECT) install train test PYTHON=$(PYTHON)
-	@echo
-	@echo "The generated project is in $(DEMO_PROJECT); 'make help' there lists what it can do."
+demo: $(INSTALLED) ## Quick start: bake the default project into build/ and run it end to end
+	$(BIN)/python scripts/quickstart.py --output-dir $(DEMO_DIR) --python $(PYTHON)
 
 test: $(INSTALLED) ## Run the template's whole test suite (bakes, hooks, projects, gates, Docker)
 	$(BIN)/pytest -v $(PYTEST_ARGS)
 
-lint: $(INSTALLED) ## Check the hooks and tests with flake8
-	$(BIN)/flake8 hooks tests
+lint: $(INSTALLED) ## Check the hooks, tests and scripts with flake8
+	$(BIN)/flake8 hooks tests scripts
 
 clean: ## Remove the virtual environment and the demo project
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
