@@ -19,6 +19,7 @@ FILES = {
     ".python-version": ALWAYS,
     "LICENSE": ALWAYS,
     "Makefile": ALWAYS,
+    "README.md": ALWAYS,
     "pyproject.toml": ALWAYS,
     "requirements/dev.txt": ALWAYS,
     "requirements/prod.txt": ALWAYS,
@@ -30,6 +31,14 @@ FILES = {
     "src/{package}/logs.py": ALWAYS,
     "src/{package}/model.py": ALWAYS,
     "src/{package}/registry.py": ALWAYS,
+    "src/{package}/service.py": ALWAYS,
+    # The package's tests
+    "tests/conftest.py": ALWAYS,
+    "tests/test_cli.py": ALWAYS,
+    "tests/test_data.py": ALWAYS,
+    "tests/test_logs.py": ALWAYS,
+    "tests/test_model.py": ALWAYS,
+    "tests/test_registry.py": ALWAYS,
     # Images
     ".dockerignore": ALWAYS,
     "docker/cpu.Dockerfile": ALWAYS,
