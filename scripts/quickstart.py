@@ -37,6 +37,12 @@ READY_TIMEOUT_SECONDS = 90
 MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
 
 
+def shown(path):
+    """Return ``path`` as a person would type it here: relative below the current folder."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 class StepFailed(Exception):
     """A step failed; the message says which one and where its log is."""
 
@@ -302,7 +308,7 @@ def next_steps(project_dir, answers, skipped):
         print("\nSkipped:")
         for line in skipped:
             print(f"  - {line}")
-    where = os.path.relpath(project_dir)
+    where = shown(project_dir)
     owner, project = answers["github_owner"], answers["project"]
     print(f"\nThe project is in {where}. Next steps:\n")
     print(f"  cd {where} && make help          # every target: lint, test, train, serve, ...")
@@ -336,7 +342,7 @@ def main(argv=None):
     steps = Steps(log_dir)
     began = time.monotonic()
     print(f"Quick start: the default project of this template, end to end.\n"
-          f"Logs: {os.path.relpath(log_dir)}/\n")
+          f"Logs: {shown(log_dir)}/\n")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         clear_previous_demo(output_dir, answers["project"])
@@ -356,7 +362,7 @@ def main(argv=None):
         message, log = failure.args
         print(f"\nQuick start stopped: {message}.")
         if log:
-            print(f"Full log: {os.path.relpath(log)}\n--- last lines ---")
+            print(f"Full log: {shown(log)}\n--- last lines ---")
             print("\n".join(Path(log).read_text(encoding="utf-8").splitlines()[-20:]))
         return 1
     print(f"\nDone in {time.monotonic() - began:.0f} s.")
