@@ -9,46 +9,50 @@
 # out of reach. The image's Python is the base image's Python.
 ARG BASE_IMAGE=python:3.14-slim-trixie@sha256:51dafde81dbdb6ebde285137a295cf18a47ca95234fe388a343719cb97305b3d
 
-# ---- builder: dependencies, then the project, then a model ------------------------------------
-# A build stage never runs as a container, so it has no HEALTHCHECK.
-# hadolint ignore=DL3057
-FROM ${BASE_IMAGE} AS builder
+# ---- runtime-base: the user and the pinned dependencies, shared by the stages below -------
+FROM ${BASE_IMAGE} AS runtime-base
 
 ARG UV_VERSION=0.13.9
-# No caches in any layer. Bytecode is compiled explicitly below, after pruning.
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    UV_NO_CACHE=1 \
-    UV_LINK_MODE=copy \
-    UV_PYTHON_DOWNLOADS=never \
-    PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
+
+# A fixed, numeric, unprivileged user: Kubernetes' runAsNonRoot can verify it.
+RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
+
+# The dependencies, from the lock, in a layer of their own: a code change does not touch it.
+# One RUN, so that uv (used once, then deleted) and every cache stay out of the layer. The
+# libraries' own test suites (about a quarter of the bytes) are never imported: removed.
+# Bytecode is compiled because the non-root user cannot write __pycache__ (without it, every
+# start would compile in memory again); unchecked-hash because an image's sources never change.
+# app.pth puts /opt/app, where the builder installs the project, on the venv's path.
+COPY requirements/prod.txt /opt/venv/requirements.txt
+RUN python3 -m venv /tmp/uv \
+    && /tmp/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
+    && python3 -m venv --without-pip /opt/venv \
+    && UV_PYTHON_DOWNLOADS=never /tmp/uv/bin/uv pip install --no-cache --python /opt/venv/bin/python \
+        --no-deps -r /opt/venv/requirements.txt \
+    && rm -rf /tmp/uv \
+    && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
+    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv \
+    && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\n')"
+
+ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
     MODEL_REGISTRY_DIR=/srv/models \
     MODEL_LOG_DIR=/srv/logs
 
-# uv lives in its own venv and stays in this stage. The runtime venv gets no pip at all.
-# app.pth puts /opt/app (the project, installed below) on the runtime venv's path.
+# ---- builder: the project, then a model ---------------------------------------------------
+# A build stage never runs as a container, so it has no HEALTHCHECK.
+# hadolint ignore=DL3057
+FROM runtime-base AS builder
+
+ARG UV_VERSION=0.13.9
 RUN python3 -m venv /opt/uv \
-    && /opt/uv/bin/pip install --no-cache-dir "uv==${UV_VERSION}" \
-    && python3 -m venv --without-pip /opt/venv \
-    && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\n')"
+    && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
 
+# The project itself, without dependencies, into /opt/app (the final stage copies only that).
 WORKDIR /build
-
-# Pinned dependencies in their own layer: a source-only change does not reinstall them.
-# The libraries' own test suites (about a quarter of the bytes) are never imported by the
-# service: they are removed. Bytecode is compiled because the non-root user cannot write
-# __pycache__, so without it every start would compile in memory again; unchecked-hash because
-# sources in an image never change, so Python need not compare timestamps.
-COPY requirements/prod.txt requirements/prod.txt
-RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps -r requirements/prod.txt \
-    && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
-    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
-
-# The project itself, without dependencies, into /opt/app: the final stage copies it apart from
-# the venv, so that a code change does not copy the (large, unchanged) venv again.
 COPY pyproject.toml README.md LICENSE ./
 COPY src/ src/
-RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps --target /opt/app . \
+RUN /opt/uv/bin/uv pip install --no-cache --python /opt/venv/bin/python --no-deps \
+        --target /opt/app . \
     && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/app
 
 # A model to serve: the registry in docker/model/ when it holds MODEL_VERSION (a model that a
@@ -62,23 +66,17 @@ RUN rm -f /srv/models/README.md \
     && rm -rf /srv/logs && mkdir -p /srv/logs
 
 # ---- runtime -----------------------------------------------------------------------------
-FROM ${BASE_IMAGE}
+FROM runtime-base
 
 ARG MODEL_VERSION=0.1
 
-# A fixed, numeric, unprivileged user: Kubernetes' runAsNonRoot can verify it.
-RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
-
 # Settings before the COPY steps: a code change then rebuilds only the layers that hold code.
 # One worker per container by default: scale with replicas, or set MODEL_WORKERS at run time.
-ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
-    PYTHONDONTWRITEBYTECODE=1 \
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MODEL_HOST=0.0.0.0 \
     MODEL_PORT=8000 \
     MODEL_WORKERS=1 \
-    MODEL_REGISTRY_DIR=/srv/models \
-    MODEL_LOG_DIR=/srv/logs \
     MODEL_VERSION="${MODEL_VERSION}"
 USER 10001:10001
 WORKDIR /srv
@@ -89,7 +87,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 ENTRYPOINT ["model"]
 CMD ["serve"]
 
-COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/app /opt/app
 COPY --from=builder --chown=10001:10001 /srv /srv
 

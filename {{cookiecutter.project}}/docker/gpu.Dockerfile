@@ -8,8 +8,10 @@
 # (Ubuntu 24.04: 3.12); a base that already has python3 with its venv module is used as is.
 ARG BASE_IMAGE=nvidia/cuda:12.9.1-runtime-ubuntu24.04@sha256:1287141d283b8f06f45681b56a48a85791398c615888b1f96bfb9fc981392d98
 
-# ---- python: the OS's Python on the CUDA base ---------------------------------------------
-FROM ${BASE_IMAGE} AS python
+# ---- runtime-base: the OS's Python, the user and the pinned dependencies ------------------
+FROM ${BASE_IMAGE} AS runtime-base
+
+ARG UV_VERSION=0.13.9
 
 # The pin allows the patch releases of one Python minor version: Ubuntu removes superseded
 # package versions from its archive, so an exact pin would break the build after an update.
@@ -18,53 +20,50 @@ RUN if ! python3 -c "import ensurepip" 2>/dev/null; then \
         && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
             python3=3.12.* python3-venv=3.12.* \
         && rm -rf /var/lib/apt/lists/*; \
-    fi
+    fi \
+    && useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
 
-# ---- builder: dependencies, then the project ------------------------------------------------
-# A build stage never runs as a container, so it has no HEALTHCHECK.
-# hadolint ignore=DL3057
-FROM python AS builder
-
-ARG UV_VERSION=0.13.9
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    UV_NO_CACHE=1 \
-    UV_LINK_MODE=copy \
-    UV_PYTHON_DOWNLOADS=never
-
-# uv stays in this stage; app.pth puts the project (/opt/app) on the runtime venv's path.
-RUN python3 -m venv /opt/uv \
-    && /opt/uv/bin/pip install --no-cache-dir "uv==${UV_VERSION}" \
+# As in the serving image: dependencies from the lock in one layer, no installer, no caches,
+# no test suites, bytecode compiled; app.pth puts the project (/opt/app) on the venv's path.
+COPY requirements/prod.txt /opt/venv/requirements.txt
+RUN python3 -m venv /tmp/uv \
+    && /tmp/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
     && python3 -m venv --without-pip /opt/venv \
+    && UV_PYTHON_DOWNLOADS=never /tmp/uv/bin/uv pip install --no-cache --python /opt/venv/bin/python \
+        --no-deps -r /opt/venv/requirements.txt \
+    && rm -rf /tmp/uv \
+    && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
+    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv \
     && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\n')"
 
+ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
+    MODEL_REGISTRY_DIR=/srv/models \
+    MODEL_LOG_DIR=/srv/logs
+
+# ---- builder: the project -----------------------------------------------------------------
+# A build stage never runs as a container, so it has no HEALTHCHECK.
+# hadolint ignore=DL3057
+FROM runtime-base AS builder
+
+ARG UV_VERSION=0.13.9
+RUN python3 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
+
 WORKDIR /build
-
-# Pinned dependencies first (cached), without the libraries' test suites, bytecode compiled.
-COPY requirements/prod.txt requirements/prod.txt
-RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps -r requirements/prod.txt \
-    && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
-    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
-
 COPY pyproject.toml README.md LICENSE ./
 COPY src/ src/
-RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps --target /opt/app . \
+RUN /opt/uv/bin/uv pip install --no-cache --python /opt/venv/bin/python --no-deps \
+        --target /opt/app . \
     && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/app \
     && mkdir -p /srv/models /srv/logs
 
 # ---- runtime -----------------------------------------------------------------------------
-FROM python
+FROM runtime-base
 
 ARG MODEL_VERSION=0.1
 
-# A fixed, numeric, unprivileged user, as in the serving image.
-RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
-
-ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
-    PYTHONDONTWRITEBYTECODE=1 \
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    MODEL_REGISTRY_DIR=/srv/models \
-    MODEL_LOG_DIR=/srv/logs \
     MODEL_VERSION="${MODEL_VERSION}"
 USER 10001:10001
 WORKDIR /srv
@@ -73,7 +72,6 @@ HEALTHCHECK NONE
 ENTRYPOINT ["model"]
 CMD ["train"]
 
-COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/app /opt/app
 COPY --from=builder --chown=10001:10001 /srv /srv
 
