@@ -4,6 +4,7 @@ import os
 import shutil
 
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from {{ cookiecutter.package }} import data, model
 from {{ cookiecutter.package }}.config import Settings
@@ -52,6 +53,13 @@ def trained_registry(tmp_path_factory, small_dataset):
     model.train(Settings(registry_dir=root / "models", log_dir=root / "logs"), small_dataset,
                 test_mode=True)
     return root / "models"
+
+
+@pytest.fixture
+def quick_training(monkeypatch):
+    """Only one candidate, for tests about what surrounds training rather than the comparison."""
+    monkeypatch.setattr(model, "candidate_models",
+                        lambda seed=model.SEED: {"logistic_regression": LogisticRegression()})
 
 
 @pytest.fixture

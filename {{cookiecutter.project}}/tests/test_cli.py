@@ -49,7 +49,7 @@ def test_a_command_is_required(capsys):
     assert raised.value.code == 2
 
 
-def test_train_prints_a_summary_with_the_version(capsys, training_csv):
+def test_train_prints_a_summary_with_the_version(capsys, training_csv, quick_training):
     status, out, err = run(capsys, "train", "--data", str(training_csv), "--version", "1.2",
                            "--note", "from the CLI", "--test-mode")
     summary = json.loads(out)
@@ -59,7 +59,7 @@ def test_train_prints_a_summary_with_the_version(capsys, training_csv):
     assert "cross-validating" in err
 
 
-def test_train_quiet_prints_no_progress(capsys, training_csv, monkeypatch):
+def test_train_quiet_prints_no_progress(capsys, training_csv, quick_training):
     status, _, err = run(capsys, "train", "--data", str(training_csv), "--test-mode", "-q")
     assert status == 0 and err == ""
 

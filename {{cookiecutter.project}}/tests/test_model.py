@@ -61,7 +61,8 @@ def test_selection_prefers_the_simpler_model_within_one_standard_error():
     assert model.select_model(scores) == "complex"
 
 
-def test_training_is_logged_in_the_test_train_log(trained_settings, small_dataset):
+def test_training_is_logged_in_the_test_train_log(trained_settings, small_dataset,
+                                                  quick_training):
     model.train(trained_settings, small_dataset, test_mode=True)
     (record,) = logs.read_log(trained_settings.log_dir, "train", test_mode=True)
     assert record["model_version"] == "0.1"
@@ -71,7 +72,7 @@ def test_training_is_logged_in_the_test_train_log(trained_settings, small_datase
     assert logs.read_log(trained_settings.log_dir, "train") == []
 
 
-def test_training_reads_the_configured_csv(tmp_path, small_dataset):
+def test_training_reads_the_configured_csv(tmp_path, small_dataset, quick_training):
     path = tmp_path / "team-data.csv"
     path.write_bytes(data.canonical_csv(small_dataset))
     settings = Settings(data_path=path, version="2.0")
@@ -81,7 +82,7 @@ def test_training_reads_the_configured_csv(tmp_path, small_dataset):
     assert model.load_training_data(settings, test_mode=True).equals(small_dataset)
 
 
-def test_training_defaults_to_the_embedded_data_set(settings, monkeypatch):
+def test_training_defaults_to_the_embedded_data_set(settings, monkeypatch, quick_training):
     small = data.make_default_dataset(200)
     monkeypatch.setattr(data, "make_default_dataset", lambda: small)
     result = model.train(settings, test_mode=True)
@@ -96,8 +97,8 @@ def test_training_refuses_data_with_too_few_rows_of_a_class(settings, small_data
         model.train(settings, skewed, test_mode=True)
 
 
-def test_a_failed_training_leaves_the_previous_version_loadable(trained_settings, small_dataset,
-                                                                monkeypatch):
+def test_a_failed_training_leaves_the_previous_version_loadable(
+        trained_settings, small_dataset, monkeypatch, quick_training):
     before = model.load_model(trained_settings, test_mode=True).metadata["trained_at"]
 
     def crash(*args, **kwargs):
@@ -251,7 +252,8 @@ def test_prediction_serialises_to_a_dict(loaded, settings):
     assert set(result) == {"request_id", "model_version", "predictions", "probabilities"}
 
 
-def test_test_mode_never_touches_production_paths(production_paths, settings, small_dataset):
+def test_test_mode_never_touches_production_paths(production_paths, settings, small_dataset,
+                                                  quick_training):
     before = snapshot(production_paths)
     model.train(settings, small_dataset, test_mode=True)
     loaded = model.load_model(settings, test_mode=True)

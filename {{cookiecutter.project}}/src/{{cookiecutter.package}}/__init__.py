@@ -4,5 +4,5 @@ from importlib.metadata import PackageNotFoundError, version
 
 try:
     __version__ = version("{{ cookiecutter.project }}")
-except PackageNotFoundError:  # running from a source tree that was not installed
+except PackageNotFoundError:  # pragma: no cover - a source tree that was not installed
     __version__ = "0.0.0"

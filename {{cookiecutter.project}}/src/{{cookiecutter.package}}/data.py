@@ -143,11 +143,11 @@ def make_default_dataset(n_rows: int = 1000, seed: int = 20240) -> pd.DataFrame:
     age = np.clip(np.rint(rng.normal(38, 12, size=n_rows)), 18, 80).astype("int64")
     streams = rng.poisson(np.array([8, 14, 22])[plan_index]).clip(0, 1000).astype("int64")
     logit = (
-        0.9
-        + 0.15 * (streams - 12)
-        - 0.04 * (age - 38)
-        - 0.6 * (country == "singapore")
-        + np.array([-0.5, 0.3, 0.8])[plan_index]
+        0.8
+        + 0.25 * (streams - 12)
+        - 0.06 * (age - 38)
+        - 0.8 * (country == "singapore")
+        + np.array([-0.6, 0.4, 1.0])[plan_index]
     )
     subscribed = rng.random(n_rows) < 1 / (1 + np.exp(-logit))
     frame = pd.DataFrame(

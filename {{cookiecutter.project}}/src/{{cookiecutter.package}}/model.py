@@ -382,7 +382,7 @@ class LoadedModel:
         """Whether the model predicts a valid probability for the schema's example record."""
         try:
             probability = float(self.positive_probability([dataset.SCHEMA.example])[0])
-        except Exception:  # noqa: BLE001 - any failure means "not ready"
+        except Exception:  # any failure at all means the model is not ready
             logger.exception("self-check prediction failed")
             return False
         return 0.0 <= probability <= 1.0

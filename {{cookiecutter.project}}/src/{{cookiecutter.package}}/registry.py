@@ -128,6 +128,8 @@ class Registry:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.artifacts_dir))
         try:
+            # mkdtemp makes the folder private; a service running as another user must read it.
+            staging.chmod(0o755)
             model_bytes = skops.io.dumps(estimator)
             data_bytes = data.canonical_csv(training_data)
             metadata = {
@@ -147,7 +149,6 @@ class Registry:
             raise
         self._swap_link(name, version, final)
         self.prune(name, version)
-        logger.info("stored %s %s in %s", name, version, final)
         return Artifact(path=final, metadata=metadata)
 
     @staticmethod
