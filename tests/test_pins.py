@@ -155,7 +155,9 @@ def test_template_tools_match_the_generated_projects_locks():
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_dockerfile_installs_from_a_lock_file(dockerfile):
     text = dockerfile.read_text(encoding="utf-8")
-    assert re.search(r"-r\s+\S*requirements/\w+\.txt", text), (
+    copies_a_lock = re.search(r"^COPY\s+(?:--\S+\s+)*requirements/\w+\.txt\s", text, re.M)
+    installs_a_file = re.search(r"\binstall\b.*\s-r\s", text.replace("\\\n", " "))
+    assert copies_a_lock and installs_a_file, (
         f"{dockerfile.name} must install the project's dependencies from requirements/*.txt"
     )
 
