@@ -145,6 +145,25 @@ def test_invalid_frames_are_refused(change, expected):
         data.validate_records(frame)
 
 
+def test_a_float_column_of_whole_numbers_is_accepted_for_an_integer_feature():
+    frame = pd.DataFrame([EXAMPLE, EXAMPLE]).assign(age=[30.0, 41.0])
+    assert data.validate_records(frame)["age"].tolist() == [30, 41]
+
+
+@pytest.mark.parametrize(
+    ("ages", "expected"),
+    [([30.0, 30.5], "row 1, field 'age': expected an integer, got float 30.5"),
+     ([np.inf, 30.0], "row 0, field 'age': expected an integer, got float inf"),
+     ([30.0, 101.0], "row 1, field 'age': value 101 is outside the range")],
+    ids=["fraction", "infinity", "out-of-range"],
+)
+def test_a_float_column_for_an_integer_feature_is_checked(ages, expected):
+    frame = pd.DataFrame([EXAMPLE, EXAMPLE]).assign(age=ages)
+    with pytest.raises(DataValidationError) as raised:
+        data.validate_records(frame)
+    assert expected in str(raised.value)
+
+
 def test_dataset_validation_requires_the_target():
     with pytest.raises(DataValidationError, match="missing column 'is_subscriber'"):
         data.validate_dataset(pd.DataFrame([EXAMPLE]))

@@ -57,9 +57,10 @@ def test_a_missing_log_reads_as_empty(tmp_path):
     assert logs.read_log(tmp_path, "train", month="2020-01") == []
 
 
-def test_a_corrupt_line_is_reported_with_file_and_line(tmp_path):
+@pytest.mark.parametrize("corrupt", ["[1, 2]", '{"torn": '], ids=["not-an-object", "torn"])
+def test_a_corrupt_line_is_reported_with_file_and_line(tmp_path, corrupt):
     path = logs.log_path(tmp_path, "train")
-    path.write_text('{"ok": 1}\n\n[1, 2]\n')
+    path.write_text('{"ok": 1}\n\n' + corrupt + "\n")
     with pytest.raises(logs.LogFormatError, match=rf"{path.name}, line 3: not a JSON object"):
         logs.read_log(tmp_path, "train")
 

@@ -3,9 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
 
 from {{ cookiecutter.package }} import data, logs, model, registry
 from {{ cookiecutter.package }}.config import Settings
@@ -175,6 +177,34 @@ def test_an_unsupported_pipeline_falls_back_to_scikit_learn(loaded, small_datase
                                loaded.positive_probability(frame))
     np.testing.assert_allclose(fallback.positive_probability([EXAMPLE]),
                                loaded.positive_probability([EXAMPLE]))
+
+
+def fit_with_numeric_step(step, frame):
+    pipeline = Pipeline([
+        ("preprocess", ColumnTransformer([
+            ("categorical", OneHotEncoder(sparse_output=False), ["country", "subscriber_type"]),
+            ("numeric", step, ["age", "num_streams"]),
+        ])),
+        ("classifier", LogisticRegression()),
+    ])
+    return pipeline.fit(frame[data.FEATURES], frame[data.TARGET])
+
+
+def test_fast_scoring_honours_a_scaler_without_centering(small_dataset):
+    pipeline = fit_with_numeric_step(StandardScaler(with_mean=False), small_dataset)
+    loaded = model.LoadedModel(pipeline, {}, "model", "0.1", path=None)
+    assert loaded.scorer is not None
+    frame = small_dataset[data.FEATURES]
+    np.testing.assert_allclose(loaded.positive_probability(frame),
+                               pipeline.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
+
+
+def test_an_unknown_transformer_falls_back_to_scikit_learn(small_dataset):
+    pipeline = fit_with_numeric_step(MinMaxScaler(), small_dataset)
+    loaded = model.LoadedModel(pipeline, {}, "model", "0.1", path=None)
+    assert loaded.scorer is None
+    np.testing.assert_allclose(loaded.positive_probability([EXAMPLE]),
+                               pipeline.predict_proba(pd.DataFrame([EXAMPLE]))[:, 1])
 
 
 def test_a_disagreeing_fast_scorer_is_not_used(loaded, monkeypatch, caplog):

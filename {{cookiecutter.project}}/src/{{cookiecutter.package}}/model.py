@@ -284,8 +284,8 @@ class FastScorer:
                     offset += len(categories)
             elif isinstance(transformer, StandardScaler):
                 for i, column in enumerate(columns):
-                    mean = transformer.mean_[i] if transformer.mean_ is not None else 0.0
-                    scale = transformer.scale_[i] if transformer.scale_ is not None else 1.0
+                    mean = transformer.mean_[i] if transformer.with_mean else 0.0
+                    scale = transformer.scale_[i] if transformer.with_std else 1.0
                     self._encoders.append(("scale", column, (offset, mean, scale)))
                     offset += 1
             else:
