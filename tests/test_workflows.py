@@ -172,6 +172,14 @@ def test_no_script_expands_an_expression(path):
     assert [script for script in scripts if "${{" in script] == []
 
 
+def test_workflows_and_actions_are_copied_without_rendering(project):
+    # No Jinja in them: every project gets the same files, which Dependabot can update.
+    source = baking.TEMPLATE_DIR / "{{cookiecutter.project}}" / ".github"
+    for path in source.rglob("*.yml"):
+        baked = project / ".github" / path.relative_to(source)
+        assert baked.read_bytes() == path.read_bytes(), baked
+
+
 # --- Permissions and secrets of the generated project ---------------------------------------
 
 def test_each_job_holds_exactly_the_permissions_it_needs(workflows):
