@@ -1,0 +1,616 @@
+"""The HTTP API: ``create_app(settings)`` builds it, ``run(settings)`` serves it with uvicorn.
+
+Endpoints: ``/health`` (liveness), ``/ready`` (model loaded and self-checked), ``/predict``
+(one record or a batch), ``/model`` (metadata), ``/metrics`` (Prometheus) and, only when
+``MODEL_ADMIN_TOKEN`` is set, the course's ``/train`` and ``/logs`` behind a bearer token.
+
+Speed: the model scores a row in microseconds, so the request path is what costs. ``/predict``
+is a plain Starlette route (FastAPI's per-request dependency machinery costs several times the
+model) that validates the raw body in one pass with pydantic-core's JSON parser, against
+request models generated from ``data.SCHEMA``; it runs on the event loop, without a thread
+hop. The same models document it in the OpenAPI schema.
+"""
+
+import asyncio
+import collections
+import hmac
+import logging
+import re
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal, Union
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
+
+from . import __version__, data, logs, model
+from .config import Settings
+from .registry import RegistryError
+
+logger = logging.getLogger(__name__)
+
+# A client's request id is echoed only when it is a plain token: it ends up in logs.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# The only names GET /logs/{name} serves: monthly log files, never a path.
+LOG_FILE_NAME = re.compile(r"^(train|predict)(-test)?-\d{4}-\d{2}\.jsonl$")
+JSON = "application/json"
+TITLE = {{ cookiecutter.project_name | tojson }} + " API"
+DESCRIPTION = {{ cookiecutter.description | tojson }}  # noqa: E501 - the project's description
+
+
+# ----------------------------------------------------------------------------- request models
+
+def record_model() -> type[BaseModel]:
+    """The pydantic model of one record, generated from ``data.SCHEMA``.
+
+    Strict like ``data.validate_rows``: exact fields, booleans and numeric strings are not
+    numbers, 12.0 is not an integer, categories are a closed set and numbers have a range.
+    """
+    fields = {}
+    for feature in data.SCHEMA.features:
+        if isinstance(feature, data.CategoricalFeature):
+            kind = Literal[feature.categories]  # type: ignore[valid-type]
+            fields[feature.name] = (kind, Field(description=feature.description))
+        else:
+            # A float feature takes whole numbers too, but never NaN or infinity.
+            number, extra = ((StrictInt, {}) if feature.integer
+                             else (float, {"allow_inf_nan": False}))
+            fields[feature.name] = (number, Field(
+                ge=feature.minimum, le=feature.maximum, description=feature.description, **extra
+            ))
+    config = ConfigDict(extra="forbid", strict=True,
+                        json_schema_extra={"examples": [data.SCHEMA.example]})
+    return create_model("Record", __config__=config, **fields)
+
+
+def batch_model(record: type[BaseModel], max_rows: int) -> type[BaseModel]:
+    """The pydantic model of a batch: ``{"records": [record, ...]}`` of 1 to ``max_rows``."""
+    config = ConfigDict(extra="forbid", strict=True,
+                        json_schema_extra={"examples": [{"records": [data.SCHEMA.example]}]})
+    records = Annotated[list[record], Field(min_length=1, max_length=max_rows)]
+    return create_model("Batch", __config__=config, records=(records, ...))
+
+
+def _request_kind(payload) -> str:
+    # Choosing the branch up front keeps error messages about the body the client meant.
+    return "batch" if isinstance(payload, dict) and "records" in payload else "record"
+
+
+def predict_request_type(record: type[BaseModel], batch: type[BaseModel]):
+    """The body of ``POST /predict``: one record or a batch."""
+    return Annotated[
+        Union[Annotated[record, Tag("record")], Annotated[batch, Tag("batch")]],
+        Discriminator(_request_kind),
+    ]
+
+
+class PredictResponse(BaseModel):
+    """Predictions of the requested rows, in request order."""
+
+    request_id: str = Field(description="The X-Request-ID header's value, or a new id.")
+    model_version: str
+    predictions: list[int] = Field(description="Predicted class of each row.")
+    probabilities: list[float] = Field(description="Probability of class 1 of each row.")
+
+
+class ErrorItem(BaseModel):
+    """One problem of a request."""
+
+    field: str = Field(description="Where the problem is, e.g. records.3.age.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Why a request was refused."""
+
+    detail: str = Field(description="What is wrong, in one sentence.")
+    errors: list[ErrorItem] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Whether the model is loaded and its self-check passed."""
+
+    ready: bool
+    model_version: str | None = None
+    reason: str | None = None
+
+
+class ModelInfo(BaseModel):
+    """The served model version and what is known about it."""
+
+    name: str
+    model_version: str
+    note: str | None = None
+    trained_at: str | None = None
+    metrics: dict = Field(default_factory=dict)
+    data: dict = Field(default_factory=dict)
+
+
+class TrainRequest(BaseModel):
+    """Options of a training run."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    test_mode: StrictBool = Field(
+        False, description="Train a throw-away test model; the served model stays."
+    )
+
+
+class TrainResponse(BaseModel):
+    """What a training run stored."""
+
+    name: str
+    model_version: str
+    test_mode: bool
+    trained_at: str | None = None
+    metrics: dict = Field(default_factory=dict)
+
+
+class LogFile(BaseModel):
+    """A log file that ``GET /logs/{name}`` serves."""
+
+    name: str
+    bytes: int
+
+
+ERRORS = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+    404: {"model": ErrorResponse, "description": "Not found."},
+    413: {"model": ErrorResponse, "description": "Request body too large."},
+    422: {"model": ErrorResponse, "description": "Invalid request; the message names the field."},
+    503: {"model": ErrorResponse, "description": "No model is loaded."},
+}
+
+
+def _errors(*codes: int) -> dict:
+    return {code: ERRORS[code] for code in codes}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def json_response(content, status_code: int = 200, headers: dict | None = None) -> Response:
+    """A JSON response serialised with orjson."""
+    return Response(orjson.dumps(content), status_code=status_code, media_type=JSON,
+                    headers=headers)
+
+
+def _field(location) -> str:
+    # Drop the union tag ("record"/"batch") the client never wrote.
+    parts = [str(part) for part in location if part not in ("record", "batch", "body")]
+    return ".".join(parts) or "body"
+
+
+def error_items(error: ValidationError | RequestValidationError) -> list[dict]:
+    """The problems of a pydantic error as ``{"field", "message"}`` items."""
+    items = []
+    for item in error.errors():
+        message = item["msg"]
+        if item["type"] == "json_invalid":
+            message = f"invalid JSON: {item.get('ctx', {}).get('error', message)}"
+        items.append({"field": _field(item["loc"]), "message": message})
+    return items
+
+
+def error_response(status_code: int, detail: str, request_id: str | None = None,
+                   errors: list[dict] | None = None, headers: dict | None = None) -> Response:
+    """The JSON error body of every refusal."""
+    return json_response({"detail": detail, "errors": errors or [], "request_id": request_id},
+                         status_code, headers)
+
+
+def request_id_of(request: Request) -> str | None:
+    """The id ``ServiceMiddleware`` gave the request."""
+    return request.scope.get("request_id")
+
+
+def _summary(items: list[dict]) -> str:
+    first = items[0]
+    more = f" (and {len(items) - 1} more problems)" if len(items) > 1 else ""
+    return f"{first['field']}: {first['message']}{more}"
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests", "HTTP requests by endpoint, method and status.",
+            ["endpoint", "method", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds", "HTTP request latency by endpoint and status.",
+            ["endpoint", "method", "status"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.predictions = Counter(
+            "model_predictions", "Predicted rows by class and model version.",
+            ["model_version", "prediction"], registry=self.registry,
+        )
+        self.info = Gauge(
+            "model_info", "1 for the model version being served.",
+            ["model_version", "name"], registry=self.registry,
+        )
+
+    def served(self, loaded: model.LoadedModel) -> None:
+        """Mark ``loaded`` as the served version."""
+        self.info.clear()
+        self.info.labels(loaded.version, loaded.name).set(1)
+
+
+class ServiceMiddleware:
+    """Request id, request metrics and the declared body size of every HTTP request.
+
+    Plain ASGI rather than ``BaseHTTPMiddleware``: no task group per request, so it adds
+    microseconds, not a hop through anyio. A body whose Content-Length is over the limit is
+    refused before it is read; one sent in chunks is refused as soon as it grows past it.
+    """
+
+    def __init__(self, app, *, metrics: Metrics, max_body_bytes: int):
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        request_id = None
+        declared = 0
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                request_id = text if REQUEST_ID.match(text) else None
+            elif name == b"content-length" and value.isdigit():
+                declared = int(value)
+        scope["request_id"] = request_id = request_id or uuid.uuid4().hex
+        header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 500
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                # An HTTPException passes through FastAPI's body parsing to the 413 handler.
+                raise StarletteHTTPException(413)
+            return message
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            if declared > self.max_body_bytes:
+                refusal = error_response(
+                    413, f"the request body is larger than {self.max_body_bytes} bytes "
+                         "(MODEL_MAX_BODY_BYTES)", request_id, headers={"connection": "close"})
+                await refusal(scope, receive, send_with_id)
+            else:
+                await self.app(scope, limited_receive, send_with_id)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
+            labels = (endpoint, scope["method"], str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+class LabelledRoute(Route):
+    """A Starlette route that puts itself in the scope as FastAPI's routes do.
+
+    The metrics read the route's path template from there: ``/logs/{name}``, not each name.
+    """
+
+    def matches(self, scope):
+        """Match like a ``Route`` and name the route in the child scope."""
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
+# ----------------------------------------------------------------------------- model state
+
+class ModelState:
+    """The served model: loaded at startup, reloaded after training, checked for readiness."""
+
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.loaded: model.LoadedModel | None = None
+        self.problem = "not loaded yet"
+        self.training = asyncio.Lock()
+
+    def load(self) -> bool:
+        """Load and self-check the configured version; keep the current one on failure."""
+        try:
+            loaded = model.load_model(self.settings)
+        except RegistryError as error:
+            self.problem = str(error)
+            logger.warning("no model to serve: %s", error)
+            return False
+        if not loaded.self_check():
+            self.problem = "the model's self-check prediction failed"
+            return False
+        self.loaded, self.problem = loaded, ""
+        self.metrics.served(loaded)
+        logger.info("serving %s version %s from %s", loaded.name, loaded.version, loaded.path)
+        return True
+
+    def require(self) -> model.LoadedModel:
+        """The loaded model, or a 503 naming why there is none."""
+        if self.loaded is None:
+            raise HTTPException(503, f"no model is loaded: {self.problem}")
+        return self.loaded
+
+
+# ----------------------------------------------------------------------------- the app
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the HTTP API for ``settings``; the model loads when the app starts."""
+    metrics = Metrics()
+    state = ModelState(settings, metrics)
+    record = record_model()
+    batch = batch_model(record, settings.max_batch_rows)
+    body_type = predict_request_type(record, batch)
+    adapter = TypeAdapter(body_type)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(state.load)
+        yield
+
+    app = FastAPI(
+        title=TITLE,
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.model = state
+    app.state.metrics = metrics
+    app.add_middleware(ServiceMiddleware, metrics=metrics,
+                       max_body_bytes=settings.max_body_bytes)
+    _install_error_handlers(app, settings)
+
+    async def predict(request: Request) -> Response:
+        request_id = request.scope["request_id"]
+        loaded = state.loaded
+        if loaded is None:
+            return error_response(503, f"no model is loaded: {state.problem}", request_id)
+        body = await request.body()
+        if not body.strip():
+            return error_response(
+                422, 'the request body is empty: send one record or {"records": [...]}',
+                request_id, [{"field": "body", "message": "empty body"}])
+        try:
+            payload = adapter.validate_json(body)
+        except ValidationError as error:
+            items = error_items(error)
+            return error_response(422, _summary(items), request_id, items)
+        rows = ([row.__dict__ for row in payload.records] if isinstance(payload, batch)
+                else [payload.__dict__])
+        # The request model enforces data.validate_rows' rules, so they are not run twice.
+        prediction = model.predict(loaded, rows, settings=settings, request_id=request_id,
+                                   validated=True)
+        for label, count in collections.Counter(prediction.labels).items():
+            metrics.predictions.labels(loaded.version, str(label)).inc(count)
+        return json_response(prediction.to_dict())
+
+    # Served by the fast route above; this unregistered twin only documents it.
+    def predict_contract(payload: body_type) -> PredictResponse:  # type: ignore[valid-type]
+        """Predict one record or a batch ``{"records": [...]}`` (at most MODEL_MAX_BATCH_ROWS).
+
+        Every predicted row is written to the predict log with the request id.
+        """
+
+    app.router.routes.append(LabelledRoute("/predict", predict, methods=["POST"]))
+    documented = [APIRoute("/predict", predict_contract, methods=["POST"], summary="Predict",
+                           operation_id="predict",
+                           response_model=PredictResponse, responses=_errors(413, 422, 503))]
+
+    @app.get("/health", response_model=Health, summary="Liveness")
+    async def health() -> Response:
+        """Always 200 while the process serves requests."""
+        return json_response({"status": "ok"})
+
+    @app.get("/ready", response_model=Readiness, summary="Readiness",
+             responses={503: {"model": Readiness, "description": "Not ready."}})
+    async def ready() -> Response:
+        """200 when a model is loaded and its self-check passed, else 503 with the reason."""
+        if state.loaded is None:
+            await run_in_threadpool(state.load)  # a model trained since startup counts
+        if state.loaded is None:
+            return json_response({"ready": False, "model_version": None,
+                                  "reason": state.problem}, 503)
+        return json_response({"ready": True, "model_version": state.loaded.version,
+                              "reason": None})
+
+    @app.get("/model", response_model=ModelInfo, summary="Model metadata",
+             responses=_errors(503))
+    async def model_info() -> Response:
+        """The served version, its note, training time, metrics and data fingerprint."""
+        loaded = state.require()
+        return json_response(_model_info(loaded))
+
+    @app.get("/metrics", summary="Prometheus metrics",
+             response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                              "description": "Metrics in the Prometheus text format."}})
+    async def prometheus_metrics() -> Response:
+        """Request counts and latency by endpoint and status, predictions by class."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.admin_token is not None:
+        _add_admin_routes(app, settings, state)
+    _document(app, documented)
+    return app
+
+
+def _model_info(loaded: model.LoadedModel) -> dict:
+    metadata = loaded.metadata
+    metrics = metadata.get("metrics", {})
+    return {
+        "name": loaded.name,
+        "model_version": loaded.version,
+        "note": metadata.get("note"),
+        "trained_at": metadata.get("trained_at"),
+        "metrics": {key: metrics[key] for key in ("selected_model", "test", "baseline_test")
+                    if key in metrics},
+        "data": metadata.get("data", {}),
+    }
+
+
+def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        items = error_items(error)
+        return error_response(422, _summary(items), request_id_of(request), items)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        detail = str(error.detail)
+        if error.status_code == 413:
+            detail = (f"the request body is larger than {settings.max_body_bytes} bytes "
+                      "(MODEL_MAX_BODY_BYTES)")
+        return error_response(error.status_code, detail, request_id_of(request),
+                              headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception) -> Response:
+        # Reached by a bug, never by user input (that is refused with a 4xx above); the
+        # exception is logged with its traceback by the server after this response.
+        logger.error("internal error in %s %s (request %s)", request.method, request.url.path,
+                     request.scope.get("request_id"))
+        return error_response(500, "internal server error; the request id is in the logs",
+                              request_id_of(request))
+
+
+def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> None:
+    """The course's train and logs endpoints, behind ``Authorization: Bearer <token>``."""
+    bearer = HTTPBearer(auto_error=False, description="MODEL_ADMIN_TOKEN")
+    expected = settings.admin_token.get_secret_value().encode("utf-8")
+
+    def require_admin(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        # compare_digest: the time taken does not reveal how much of the token matched.
+        given = credentials.credentials.encode("utf-8") if credentials else b""
+        if not credentials or not hmac.compare_digest(given, expected):
+            raise HTTPException(401, "a valid 'Authorization: Bearer <token>' header is "
+                                     "required", headers={"WWW-Authenticate": "Bearer"})
+
+    admin = [Depends(require_admin)]
+
+    @app.post("/train", response_model=TrainResponse, summary="Train", dependencies=admin,
+              responses={**_errors(401), 409: {"model": ErrorResponse,
+                                               "description": "A training run is going on."}})
+    async def train(options: TrainRequest | None = None) -> Response:
+        """Train the configured version; test mode trains a throw-away test model.
+
+        A production run replaces the served model once it is stored and self-checked.
+        """
+        options = options or TrainRequest()
+        if state.training.locked():
+            raise HTTPException(409, "a training run is already going on")
+        async with state.training:
+            result = await run_in_threadpool(model.train, settings,
+                                             test_mode=options.test_mode)
+            if not options.test_mode:
+                await run_in_threadpool(state.load)
+        return json_response({
+            "name": result.name, "model_version": result.version,
+            "test_mode": options.test_mode, "trained_at": result.metadata.get("trained_at"),
+            "metrics": {key: result.metrics[key] for key in ("selected_model", "test")},
+        })
+
+    @app.get("/logs", response_model=list[LogFile], summary="List logs", dependencies=admin,
+             responses=_errors(401))
+    async def list_logs() -> Response:
+        """The log files that ``GET /logs/{name}`` serves."""
+        found = []
+        for kind in logs.KINDS:
+            for test_mode in (False, True):
+                found += logs.log_files(settings.log_dir, kind, test_mode=test_mode)
+        return json_response([{"name": path.name, "bytes": path.stat().st_size}
+                              for path in sorted(found)])
+
+    @app.get("/logs/{name}", summary="Download a log", dependencies=admin,
+             response_class=FileResponse, responses={
+                 **_errors(401, 404),
+                 200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                       "description": "The log file: one JSON object per line."}})
+    async def get_log(name: str) -> Response:
+        """One log file by name, e.g. ``predict-2026-01.jsonl``; nothing outside the logs."""
+        path = settings.log_dir / name
+        if not LOG_FILE_NAME.match(name) or not path.is_file():
+            raise HTTPException(404, f"no log named {name!r}; GET /logs lists them")
+        return FileResponse(path, media_type="application/x-ndjson", filename=name)
+
+
+def _document(app: FastAPI, extra_routes: list[APIRoute]) -> None:
+    """Generate the OpenAPI schema from the app's routes plus the fast routes' twins."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=[*extra_routes, *app.routes],
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def run(settings: Settings) -> int:
+    """Serve the app with uvicorn: production settings, no reload, no per-request log."""
+    import uvicorn  # imported here: the CLI's other commands do not need it
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = dict(host=settings.host, port=settings.port, workers=settings.workers,
+                  access_log=False, log_level="info", proxy_headers=False,
+                  timeout_graceful_shutdown=10)
+    if settings.workers > 1:
+        # Workers are separate processes: each builds its app from the same settings.
+        uvicorn.run(f"{__package__}.service:app_from_environment", factory=True, **config)
+    else:
+        uvicorn.run(create_app(settings), **config)
+    return 0
+
+
+def app_from_environment() -> FastAPI:
+    """The app for settings read from the environment (what each worker process runs)."""
+    return create_app(Settings())
