@@ -174,17 +174,26 @@ def stop(process):
         process.wait()
 
 
-def serve_and_predict(steps, project_dir, package, env):
-    """Start `make serve` on a free port, wait until ready, show one prediction, stop it."""
+def serve_command(project_dir, project):
+    """Return the command that serves the model: `make serve`, else the project's CLI."""
+    makefile = (project_dir / "Makefile").read_text(encoding="utf-8")
+    if re.search(r"^serve:", makefile, re.MULTILINE):
+        return ["make", "serve"]
+    return [str(project_dir / ".venv" / "bin" / project), "serve"]
+
+
+def serve_and_predict(steps, project_dir, answers, env):
+    """Serve the model on a free port, wait until ready, show one prediction, stop it."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    steps.start(f"make serve (port {port}), one prediction")
+    command = serve_command(project_dir, answers["project"])
+    steps.start(f"{Path(command[0]).name} serve (port {port}), one prediction")
     log = steps.log_path("serve")
     started = time.monotonic()
     serve_env = {**env, "MODEL_HOST": "127.0.0.1", "MODEL_PORT": str(port)}
     with log.open("w", encoding="utf-8") as output:
         process = subprocess.Popen(
-            ["make", "serve"], cwd=project_dir, env=serve_env, stdout=output,
+            command, cwd=project_dir, env=serve_env, stdout=output,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -203,7 +212,7 @@ def serve_and_predict(steps, project_dir, package, env):
                 raise StepFailed(f"the service was not ready within {READY_TIMEOUT_SECONDS} s",
                                  log)
             time.sleep(0.5)
-        record = example_record(project_dir, package)
+        record = example_record(project_dir, answers["package"])
         status, answer = http_json(f"{base}/predict", record)
         if status != 200:
             print("FAILED")
@@ -356,7 +365,7 @@ def main(argv=None):
         (output_dir / MARKER).write_text(answers["project"] + "\n", encoding="utf-8")
         for target in ("install", "train", "test"):
             steps.run(f"make {target}", ["make", target], project_dir, env, target)
-        serve_and_predict(steps, project_dir, answers["package"], env)
+        serve_and_predict(steps, project_dir, answers, env)
         skipped = build_and_smoke(steps, project_dir, env)
     except StepFailed as failure:
         message, log = failure.args
