@@ -1,0 +1,215 @@
+"""The generated project's images, checked the way a deployment would use them.
+
+For the default project and for ``gpu_image=no``:
+- hadolint finds nothing in the Dockerfiles, DL3057 (a HEALTHCHECK in the final stage) included;
+- the CPU image builds against a locally built Python base image, Docker reports it healthy,
+  it answers health, serves a prediction, rejects a bad request with a 4xx and runs as a
+  non-root user; the project's own ``make smoke`` passes against it;
+- the GPU image (when chosen) builds against the same base and its command line answers.
+
+The base image comes from ``scripts/build-base-image.sh`` (no registry is needed); set
+``BASE_IMAGE`` to test against another one. Images and containers made here are removed.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+import baking
+import commands
+from conftest import in_ci
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1]
+BASE_IMAGE = os.environ.get("BASE_IMAGE", "local/python-base:bookworm")
+BASE_IMAGE_SCRIPT = TEMPLATE_DIR / "scripts" / "build-base-image.sh"
+COMBINATIONS = {"default": {}, "gpu_image_no": {"gpu_image": "no"}}
+APP_UID = "10001"
+# Upper bound for a container to become healthy; Docker's first check runs one
+# HEALTHCHECK interval (10 s) after the start. Not a speed requirement.
+HEALTHY_WITHIN = 120
+
+
+def unavailable(reason):
+    """Fail in CI, skip elsewhere: the same rule as for Docker itself."""
+    if in_ci():
+        pytest.fail(f"required in CI (CI=true): {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def hadolint():
+    """The hadolint binary installed with the template's test requirements."""
+    beside_python = Path(sys.executable).with_name("hadolint")
+    return str(beside_python) if beside_python.exists() else "hadolint"
+
+
+def example_record(project):
+    """The example input record from the project's Makefile (``EXAMPLE_RECORD``)."""
+    makefile = (project / "Makefile").read_text(encoding="utf-8")
+    return json.loads(re.search(r"^EXAMPLE_RECORD\s*:?=\s*(.+)$", makefile, re.M)[1])
+
+
+def http(url, body=None):
+    """GET ``url``, or POST ``body`` as JSON; return (status, text)."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def build(client, project, dockerfile, base_image):
+    """Build ``dockerfile`` of ``project`` with the Docker SDK (classic builder); return it."""
+    import docker
+
+    tag = f"template-test/{project.name}-{uuid.uuid4().hex[:8]}:{Path(dockerfile).stem}"
+    try:
+        image, _ = client.images.build(
+            path=str(project), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
+            buildargs={"BASE_IMAGE": base_image, "REVISION": "test", "VERSION": "0.1.0"},
+        )
+    except docker.errors.BuildError as error:
+        log = "".join(chunk.get("stream", "") + chunk.get("error", "") for chunk in error.build_log)
+        pytest.fail(f"{dockerfile} did not build: {error.msg}\n{log[-4000:]}", pytrace=False)
+    return image
+
+
+def wait_until_healthy(container):
+    """Wait for Docker's verdict on the container; return its health status."""
+    deadline = time.monotonic() + HEALTHY_WITHIN
+    while time.monotonic() < deadline:
+        container.reload()
+        state = container.attrs["State"]
+        status = (state.get("Health") or {}).get("Status", "no healthcheck")
+        if status in ("healthy", "unhealthy", "no healthcheck") or not state["Running"]:
+            return status if state["Running"] else f"exited ({state['ExitCode']})"
+        time.sleep(0.5)
+    return f"still {status} after {HEALTHY_WITHIN} s"
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory, cookiecutter_config):
+    """Each combination under test, baked once: {name: project folder}."""
+    return {
+        name: baking.bake(tmp_path_factory.mktemp(name), answers, config_file=cookiecutter_config)
+        for name, answers in COMBINATIONS.items()
+    }
+
+
+@pytest.fixture(scope="module", params=list(COMBINATIONS))
+def project(request, projects):
+    """One baked combination."""
+    return projects[request.param]
+
+
+@pytest.fixture(scope="module")
+def base_image(docker_required):
+    """The local Python base image, built by the template's script when it is missing."""
+    import docker
+
+    try:
+        docker_required.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        result = subprocess.run([str(BASE_IMAGE_SCRIPT), BASE_IMAGE],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            unavailable(f"base image {BASE_IMAGE} missing and {BASE_IMAGE_SCRIPT.name} "
+                        f"failed: {result.stderr.strip()[-500:]}")
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="module")
+def cpu_image(docker_required, project, base_image):
+    """The project's CPU serving image, removed afterwards."""
+    image = build(docker_required, project, "docker/cpu.Dockerfile", base_image)
+    yield image
+    docker_required.images.remove(image.id, force=True)
+
+
+@pytest.fixture(scope="module")
+def serving(docker_required, cpu_image):
+    """A running container of the CPU image: (container, base URL, health status)."""
+    container = docker_required.containers.run(
+        cpu_image.id, detach=True, ports={"8000/tcp": ("127.0.0.1", None)})
+    try:
+        health = wait_until_healthy(container)
+        port = container.ports["8000/tcp"][0]["HostPort"]
+        yield container, f"http://127.0.0.1:{port}", health
+    finally:
+        container.remove(force=True)
+
+
+def test_hadolint_finds_nothing_in_the_dockerfiles(project):
+    dockerfiles = sorted(str(path) for path in (project / "docker").glob("*.Dockerfile"))
+    result = subprocess.run([hadolint(), "--error", "DL3057", *dockerfiles],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_cpu_image_becomes_healthy(serving):
+    container, _, health = serving
+    logs = container.logs(tail=30).decode(errors="replace")
+    assert health == "healthy", f"health: {health}\n{logs}"
+
+
+def test_cpu_image_answers_health(serving):
+    _, url, _ = serving
+    status, text = http(url + "/health")
+    assert status == 200, text
+
+
+def test_cpu_image_serves_a_prediction(serving, project):
+    _, url, _ = serving
+    status, text = http(url + "/predict", example_record(project))
+    assert status == 200, text
+    assert "model_version" in json.loads(text)
+
+
+def test_cpu_image_rejects_a_bad_request_with_a_4xx(serving):
+    _, url, _ = serving
+    status, text = http(url + "/predict", {"age": "not a number"})
+    assert 400 <= status < 500, f"{status} {text}"
+
+
+def test_cpu_image_runs_as_a_non_root_user(serving):
+    container, _, _ = serving
+    exit_code, output = container.exec_run(["id", "-u"])
+    assert (exit_code, output.decode().strip()) == (0, APP_UID)
+
+
+def test_cpu_image_is_labelled_with_source_revision_version_and_model_version(cpu_image):
+    labels = cpu_image.labels
+    assert labels["org.opencontainers.image.revision"] == "test"
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["model.version"] == "0.1"
+    assert "org.opencontainers.image.source" in labels
+
+
+def test_make_smoke_passes_against_the_cpu_image(project, cpu_image):
+    output = commands.run(["make", "smoke", f"IMAGE_CPU={cpu_image.tags[0]}"], cwd=project)
+    assert "smoke test passed" in output
+
+
+def test_gpu_image_builds_and_its_command_line_answers(docker_required, projects, base_image):
+    project = projects["default"]
+    image = build(docker_required, project, "docker/gpu.Dockerfile", base_image)
+    try:
+        output = docker_required.containers.run(image.id, ["--help"], remove=True)
+        assert "train" in output.decode()
+        assert image.attrs["Config"]["User"].split(":")[0] == APP_UID
+    finally:
+        docker_required.images.remove(image.id, force=True)
+
+
+def test_gpu_image_is_left_out_when_not_chosen(projects):
+    assert not (projects["gpu_image_no"] / "docker" / "gpu.Dockerfile").exists()
