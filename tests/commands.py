@@ -33,7 +33,10 @@ def project_env():
         env["PATH"] = os.pathsep.join(
             part for part in env.get("PATH", "").split(os.pathsep) if part != own_bin
         )
-    env.pop("PYTHONPATH", None)
+    # The suite runs under `make test`; its make variables (VENV, PYTHON, ...)
+    # must not leak into the project's make.
+    for name in ("PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+        env.pop(name, None)
     env["UV_CACHE_DIR"] = str(uv_cache_dir())
     return env
 
