@@ -193,3 +193,16 @@ def test_template_ci_tests_every_python_version_choice():
     ci = yaml.safe_load((TEMPLATE_DIR / ".github/workflows/ci.yml").read_text())
     matrix = ci["jobs"]["generated-project"]["strategy"]["matrix"]["python"]
     assert sorted(matrix) == sorted(choices)
+
+
+def test_generated_ci_tests_every_python_version_choice():
+    choices = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())["python_version"]
+    ci = yaml.safe_load((PROJECT_DIR / ".github/workflows/ci.yml").read_text())
+    matrices = [
+        values
+        for job in ci["jobs"].values()
+        for key, values in job.get("strategy", {}).get("matrix", {}).items()
+        if "python" in key
+    ]
+    assert matrices, "the generated CI has no Python version matrix"
+    assert all(sorted(matrix) == sorted(choices) for matrix in matrices)
