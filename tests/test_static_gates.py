@@ -251,6 +251,33 @@ def test_gpu_training_job_renders_to_valid_kubernetes_objects(combination, proje
     assert not kubernetes_errors(documents)
 
 
+def run_scripts(root):
+    """Return (file, step name, script) for every ``run:`` step under ``root/.github``."""
+    found = []
+    for path in [*workflow_files(root), *action_files(root)]:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        steps = (document["runs"].get("steps", []) if "runs" in document else
+                 [step for job in document["jobs"].values() for step in job.get("steps", [])])
+        found += [(path, step.get("name", ""), step["run"]) for step in steps if "run" in step]
+    return found
+
+
+@pytest.mark.parametrize("root", [
+    pytest.param("project", id="project"), pytest.param("template", id="template"),
+])
+def test_every_run_script_passes_shellcheck(root, projects, tmp_path):
+    # What actionlint does with shellcheck, here without actionlint; bash is the runners' shell.
+    base = projects[combination_id(COMBINATIONS[0])] if root == "project" else baking.TEMPLATE_DIR
+    problems = []
+    for number, (path, name, script) in enumerate(run_scripts(base)):
+        file = tmp_path / f"step-{number}.sh"
+        file.write_text("#!/usr/bin/env bash\nset -eo pipefail\n" + script, encoding="utf-8")
+        result = run_tool([tool("shellcheck"), file])
+        if result.returncode:
+            problems.append(f"{path.name}, step {name!r}:\n{result.stdout}")
+    assert not problems, "\n".join(problems)
+
+
 @combinations(KUBERNETES_COMBINATIONS)
 def test_deploy_script_passes_shellcheck(combination, projects):
     result = run_tool([tool("shellcheck"), projects[combination] / "deploy" / "k8s" / "deploy.sh"])

@@ -346,8 +346,8 @@ def test_deploy_without_cluster_credentials_skips_with_a_notice(workflows, workf
                                                                 environment):
     deploy = jobs(workflows[workflow])[job]
     check = step_named(deploy, "Look for a cluster")
-    assert check["env"]["KUBE_CONFIG"] == "${{ secrets.KUBE_CONFIG }}"
-    assert '[ -z "$KUBE_CONFIG" ]' in check["run"]
+    assert check["env"]["CLUSTER_CONFIG"] == "${{ secrets.KUBE_CONFIG }}"
+    assert '[ -z "$CLUSTER_CONFIG" ]' in check["run"]
     notice = next(line for line in check["run"].splitlines() if "KUBE_CONFIG (" in line)
     assert "::notice" in notice and f"'{environment}' environment" in notice
     assert step_named(deploy, "Deploy")["if"] == "steps.cluster.outputs.ready == 'true'"
