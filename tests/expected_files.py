@@ -31,6 +31,7 @@ FILES = {
     "src/{package}/logs.py": ALWAYS,
     "src/{package}/model.py": ALWAYS,
     "src/{package}/registry.py": ALWAYS,
+    "src/{package}/device.py": ALWAYS,
     "src/{package}/service.py": ALWAYS,
     # The package's tests
     "tests/conftest.py": ALWAYS,
@@ -39,6 +40,7 @@ FILES = {
     "tests/test_logs.py": ALWAYS,
     "tests/test_model.py": ALWAYS,
     "tests/test_registry.py": ALWAYS,
+    "tests/test_device.py": ALWAYS,
     # Images
     ".dockerignore": ALWAYS,
     "docker/cpu.Dockerfile": ALWAYS,

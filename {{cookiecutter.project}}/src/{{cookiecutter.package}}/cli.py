@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from . import data, model
+from . import data, device, model
 from .config import Settings
 from .registry import RegistryError
 
@@ -68,6 +68,7 @@ def _read_records(source: str, fmt: str):
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     if settings.data_path is not None and not settings.data_path.is_file():
         raise UsageError(f"training data {settings.data_path} is not a file")
+    logging.getLogger(__package__).info(device.describe())
     result = model.train(settings, test_mode=args.test_mode)
     summary = {
         "model_version": result.version,
