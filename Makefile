@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The generated project needs Python 3.11 or newer (scikit-learn's floor). With an older
+# $(PYTHON), uv, installed into this small environment, finds or downloads a newer one.
+BOOTSTRAP := $(VENV)-bootstrap
 DEMO_DIR ?= build
 PYTEST_ARGS ?=
 
@@ -17,15 +20,26 @@ help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
 		| awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
 
-$(INSTALLED): requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	@if $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+		set -x; $(PYTHON) -m venv $(VENV); \
+	else \
+		echo "$(PYTHON) is older than 3.11; uv finds or downloads a newer Python."; \
+		set -ex; $(PYTHON) -m venv $(BOOTSTRAP); \
+		$(BOOTSTRAP)/bin/python -m pip install --quiet --disable-pip-version-check \
+			"$$(grep '^uv==' requirements-dev.txt)"; \
+		$(BOOTSTRAP)/bin/uv venv --seed --python '>=3.11' $(VENV); \
+	fi
+
+$(INSTALLED): requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		"$$(grep '^uv==' requirements-dev.txt)"
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-dev.txt
 	touch $@
 
+# The project's environment is made from the same interpreter as this one.
 demo: $(INSTALLED) ## Quick start: bake the default project into build/ and run it end to end
-	$(BIN)/python scripts/quickstart.py --output-dir $(DEMO_DIR) --python $(PYTHON)
+	$(BIN)/python scripts/quickstart.py --output-dir $(DEMO_DIR) --python $(abspath $(BIN)/python)
 
 test: $(INSTALLED) ## Run the template's whole test suite (bakes, hooks, projects, gates, Docker)
 	$(BIN)/pytest -v $(PYTEST_ARGS)
@@ -34,4 +48,4 @@ lint: $(INSTALLED) ## Check the hooks, tests and scripts with flake8
 	$(BIN)/flake8 hooks tests scripts
 
 clean: ## Remove the virtual environment and the demo project
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(BOOTSTRAP) $(DEMO_DIR) .pytest_cache

@@ -2,14 +2,13 @@
 
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
 
 import baking
 from expected_files import expected_files
+from formats import PARSERS, parse_toml
 
 DEFAULT_SLUG = "churn-model"
 DEFAULT_PACKAGE = "churn_model"
@@ -28,13 +27,6 @@ LICENSE_HEADINGS = {
     "Apache-2.0": "Apache License",
     "BSD-3-Clause": "BSD 3-Clause License",
     "Proprietary": "Copyright (c)",
-}
-
-PARSERS = {
-    ".json": json.loads,
-    ".toml": tomllib.loads,
-    ".yaml": lambda text: list(yaml.safe_load_all(text)),
-    ".yml": lambda text: list(yaml.safe_load_all(text)),
 }
 
 
@@ -129,7 +121,7 @@ def test_license_file_is_the_chosen_license(baked):
 
 def test_package_metadata_declares_the_chosen_license(baked):
     answers, project_dir = baked
-    declared = tomllib.loads((project_dir / "pyproject.toml").read_text())["project"]["license"]
+    declared = parse_toml((project_dir / "pyproject.toml").read_text())["project"]["license"]
     expected = {"Proprietary": "LicenseRef-Proprietary"}.get(answers["license"], answers["license"])
     assert declared == expected
 

@@ -6,13 +6,13 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 
 import pytest
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
 import baking
+from formats import parse_toml
 
 
 def load_hook(name):
@@ -171,7 +171,7 @@ def test_hook_choices_match_cookiecutter_json():
 
 
 def test_every_dependency_of_the_generated_project_is_a_refused_name(bake):
-    project = tomllib.loads((bake() / "pyproject.toml").read_text())["project"]
+    project = parse_toml((bake() / "pyproject.toml").read_text())["project"]
     requirements = project["dependencies"] + [
         requirement for extra in project["optional-dependencies"].values() for requirement in extra
     ]
