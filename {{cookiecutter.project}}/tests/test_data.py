@@ -75,6 +75,12 @@ def test_a_frame_of_records_is_validated_and_reordered():
     assert list(data.validate_records(frame).columns) == data.FEATURES
 
 
+def test_an_array_holds_rows_in_schema_order():
+    row = [EXAMPLE[name] for name in data.FEATURES]
+    assert data.validate_rows(np.array(row, dtype=object)) == [EXAMPLE]
+    assert len(data.validate_records(np.array([row, row], dtype=object))) == 2
+
+
 def test_numpy_integers_are_integers():
     assert data.validate_rows(record(age=np.int64(40)))
 
@@ -105,12 +111,15 @@ def test_float_features_accept_ints_and_floats_in_range():
         ([EXAMPLE, record(country="mars")], "row 1, field 'country'"),
         ([EXAMPLE, "not a record"], "row 1: expected a record (dict), got str"),
         ([], "no records given"),
-        ("a string", "expected a record (dict), a list of records or a DataFrame"),
+        ("a string", "expected a record (dict), a list of records, an array or a DataFrame"),
+        (np.array([["singapore", 30]], dtype=object), "must have 4 columns"),
+        (np.array([["singapore", "30", "aavail_basic", "5"]]), "expected an integer, got str"),
     ],
     ids=[
         "unknown-category", "number-for-category", "string-for-integer", "boolean",
         "float-for-integer", "nan", "null", "above-range", "below-range", "missing-field",
         "extra-field", "second-row", "row-not-a-dict", "empty-list", "not-records",
+        "array-too-narrow", "array-of-strings",
     ],
 )
 def test_invalid_records_are_refused_with_row_field_and_problem(records, expected):

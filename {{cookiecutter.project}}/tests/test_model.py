@@ -138,6 +138,13 @@ def test_predicts_a_list_of_records(loaded, settings):
     assert len(prediction.labels) == len(prediction.probabilities) == 3
 
 
+def test_predicts_an_array_of_rows(loaded, settings):
+    row = [EXAMPLE[name] for name in data.FEATURES]
+    prediction = model.predict(loaded, np.array([row, row], dtype=object), settings=settings,
+                               test_mode=True)
+    assert prediction.probabilities[0] == prediction.probabilities[1]
+
+
 def test_predicts_a_data_frame(loaded, settings, small_dataset):
     frame = small_dataset[data.FEATURES]
     prediction = model.predict(loaded, frame, settings=settings, test_mode=True)

@@ -125,7 +125,7 @@ FEATURES: list[str] = SCHEMA.feature_names
 TARGET: str = SCHEMA.target
 _FEATURE_SET = frozenset(FEATURES)
 
-Records = Union[Mapping, Sequence[Mapping], pd.DataFrame]
+Records = Union[Mapping, Sequence[Mapping], np.ndarray, pd.DataFrame]
 
 
 def make_default_dataset(n_rows: int = 1000, seed: int = 20240) -> pd.DataFrame:
@@ -218,18 +218,33 @@ def _field_mismatch(row: Mapping, index: int) -> DataValidationError:
     )
 
 
-def validate_rows(records: Mapping | Sequence[Mapping]) -> list[Mapping]:
-    """Validate one record or a list of records and return them as a list, unchanged.
+def _array_rows(array: np.ndarray) -> list[dict]:
+    """Rows of a 1-D (one record) or 2-D array whose columns are the features in schema order."""
+    table = array.reshape(1, -1) if array.ndim == 1 else array
+    if table.ndim != 2 or table.shape[1] != len(FEATURES):
+        raise DataValidationError(
+            f"an array of records must have {len(FEATURES)} columns ({', '.join(FEATURES)}), "
+            f"got shape {array.shape}"
+        )
+    return [dict(zip(FEATURES, row)) for row in table.tolist()]
+
+
+def validate_rows(records: Mapping | Sequence[Mapping] | np.ndarray) -> list[Mapping]:
+    """Validate one record, a list of records or an array of rows; return a list of records.
 
     The fast path of prediction: no DataFrame is built, so a single row costs microseconds.
+    An array holds the features in schema order (use ``dtype=object`` to keep mixed types).
     """
     if isinstance(records, Mapping):
         rows = [records]
     elif isinstance(records, (list, tuple)):
         rows = records
+    elif isinstance(records, np.ndarray):
+        rows = _array_rows(records)
     else:
         raise DataValidationError(
-            f"expected a record (dict), a list of records or a DataFrame, got {_describe(records)}"
+            "expected a record (dict), a list of records, an array or a DataFrame, "
+            f"got {_describe(records)}"
         )
     if len(rows) == 0:
         raise DataValidationError("no records given: expected at least one row")
@@ -337,11 +352,12 @@ def _validate_frame(frame: pd.DataFrame, *, with_target: bool, allow_extra: bool
 
 
 def validate_records(records: Records) -> pd.DataFrame:
-    """Validate records (a dict, a list of dicts or a DataFrame) against the schema.
+    """Validate records (a dict, a list of dicts, an array or a DataFrame) against the schema.
 
     Returns a DataFrame of the features in model order. Raises ``DataValidationError`` naming
     the row, the field and the problem: a missing or unexpected field, a missing value or NaN,
-    a wrong type, an unknown category, a value out of range.
+    a wrong type, an unknown category, a value out of range. In a DataFrame, a float column of
+    whole numbers counts as integers (pandas turns an integer column with a NaN into floats).
     """
     if isinstance(records, pd.DataFrame):
         return _validate_frame(

@@ -411,7 +411,7 @@ def load_training_data(settings: Settings, *, test_mode: bool = False) -> pd.Dat
 def predict(loaded: LoadedModel, records: dataset.Records, *, settings: Settings,
             request_id: str | None = None, test_mode: bool = False,
             validated: bool = False) -> Prediction:
-    """Validate and predict records (a dict, a list of dicts or a DataFrame); log each row.
+    """Validate and predict records (a dict, a list of dicts, an array, a DataFrame); log rows.
 
     Raises ``dataset.DataValidationError`` naming the row, field and problem of invalid input.
     ``validated`` skips the check for a list of rows the caller has already validated with
