@@ -206,3 +206,41 @@ def test_generated_ci_tests_every_python_version_choice():
     ]
     assert matrices, "the generated CI has no Python version matrix"
     assert all(sorted(matrix) == sorted(choices) for matrix in matrices)
+
+
+def dependabot_directories(ecosystem):
+    """Return the directories the template's Dependabot watches for ``ecosystem``."""
+    config = yaml.safe_load((TEMPLATE_DIR / ".github/dependabot.yml").read_text())
+    return {
+        directory
+        for update in config["updates"]
+        if update["package-ecosystem"] == ecosystem
+        for directory in update.get("directories", [update.get("directory")])
+    }
+
+
+def dependabot_directory(path):
+    """Return the Dependabot ``directory`` that covers a pinned file ("/" is the template root).
+
+    Workflows are found from the folder above ``.github/workflows``; everything else from its
+    own folder.
+    """
+    folder = path.parent.relative_to(TEMPLATE_DIR)
+    if folder.parts[-2:] == (".github", "workflows"):
+        folder = folder.parent.parent
+    return "/" + folder.as_posix() if folder.parts else "/"
+
+
+def test_dependabot_updates_every_workflow_and_action():
+    expected = {dependabot_directory(path) for path in WORKFLOW_FILES}
+    assert expected <= dependabot_directories("github-actions")
+
+
+def test_dependabot_updates_every_lock_and_requirements_file():
+    expected = {dependabot_directory(path) for path in [*LOCKS, DEV_REQUIREMENTS]}
+    assert expected <= dependabot_directories("pip")
+
+
+def test_dependabot_updates_every_dockerfile():
+    expected = {dependabot_directory(path) for path in DOCKERFILES}
+    assert expected <= dependabot_directories("docker")
