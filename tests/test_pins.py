@@ -7,6 +7,8 @@
 - GitHub Actions: one commit SHA and one version comment per action, across the generated
   project's workflows and the template's own. Dependabot's grouped pull request moves them
   together; these tests catch a hand edit that moves only some.
+- Python versions: the ``python_version`` choices are the CI matrices, template and project.
+- Dependabot watches every folder that holds a pin, so no copy is left behind.
 """
 
 import json
