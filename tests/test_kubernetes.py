@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 import baking
+from kube_api_stub import KubeApiStub
 
 OVERLAYS = ("staging", "production")
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -299,6 +300,23 @@ def test_deploy_rolls_back_and_fails_when_the_rollout_does_not_finish(deploy):
     assert [call.split()[:2] for call in cluster] == [
         ["apply", "-f"], ["rollout", "status"], ["rollout", "undo"], ["rollout", "status"]]
     assert "rolling back" in result.stderr
+
+
+def test_rollout_selector_picks_the_server_deployment_out_of_the_manifest(deploy, tmp_path):
+    # deploy.sh waits with `kubectl rollout status -f MANIFEST -l component=server`: real
+    # kubectl, against a stand-in API server, must pick out exactly the one Deployment.
+    result, _ = deploy("staging", IMAGE, render_only=True)
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(result.stdout, encoding="utf-8")
+    with KubeApiStub() as api:
+        status = subprocess.run(
+            [kubectl(), "rollout", "status", "-f", manifest,
+             "-l", "app.kubernetes.io/component=server", "--timeout=60s"],
+            env={**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig"))},
+            capture_output=True, text=True, timeout=120,
+        )
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.strip() == 'deployment "churn-model-server" successfully rolled out'
 
 
 def test_deploy_leaves_no_temporary_files(deploy, project):
