@@ -186,6 +186,37 @@ def _default_data(settings: Settings) -> tuple[pd.DataFrame, str]:
     return dataset.make_default_dataset(), "embedded default data set"
 
 
+def fit_and_evaluate(frame: pd.DataFrame, seed: int = SEED) -> tuple[Pipeline, dict]:
+    """Compare the candidates on the training split, fit the chosen one, evaluate it.
+
+    Returns the fitted pipeline and its metrics: held-out scores of the model and of the
+    baseline, cross-validation scores of every candidate, the class balance of both splits.
+    """
+    X, y = frame[dataset.FEATURES], frame[dataset.TARGET]
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=TEST_SIZE, stratify=y, random_state=seed
+    )
+    candidates = {name: build_pipeline(clf) for name, clf in candidate_models(seed).items()}
+    candidates["baseline"] = build_pipeline(baseline_model())
+    cv_scores = _cross_validate(candidates, X_train, y_train, seed)
+    selected = select_model(cv_scores)
+    logger.info("selected %s; evaluating it on the held-out split", selected)
+    pipeline = clone(candidates[selected]).fit(X_train, y_train)
+    baseline = clone(candidates["baseline"]).fit(X_train, y_train)
+    metrics = {
+        "selected_model": selected,
+        "selection": "simplest candidate within one standard error of the best "
+                     f"cross-validated {SELECTION_METRIC}",
+        "test": _held_out_metrics(pipeline, X_test, y_test),
+        "baseline_test": _held_out_metrics(baseline, X_test, y_test),
+        "cross_validation": cv_scores,
+        "class_balance": {"train": _class_balance(y_train), "test": _class_balance(y_test)},
+        "n_train": len(X_train),
+        "n_test": len(X_test),
+    }
+    return pipeline, metrics
+
+
 def train(settings: Settings, data: pd.DataFrame | None = None, *,
           test_mode: bool = False, seed: int = SEED) -> TrainResult:
     """Train, compare, evaluate and store a model version; log the run.
@@ -199,30 +230,9 @@ def train(settings: Settings, data: pd.DataFrame | None = None, *,
     else:
         frame, source = dataset.validate_dataset(data), "in-memory data frame"
     _check_trainable(frame)
-    X, y = frame[dataset.FEATURES], frame[dataset.TARGET]
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=TEST_SIZE, stratify=y, random_state=seed
-    )
     logger.info("training version %s on %d rows (%s)", settings.version, len(frame), source)
-    candidates = {name: build_pipeline(clf) for name, clf in candidate_models(seed).items()}
-    candidates["baseline"] = build_pipeline(baseline_model())
-    cv_scores = _cross_validate(candidates, X_train, y_train, seed)
-    selected = select_model(cv_scores)
-    logger.info("selected %s; evaluating on the held-out split", selected)
+    pipeline, metrics = fit_and_evaluate(frame, seed)
 
-    pipeline = clone(candidates[selected]).fit(X_train, y_train)
-    baseline = clone(candidates["baseline"]).fit(X_train, y_train)
-    metrics = {
-        "selected_model": selected,
-        "selection": f"simplest candidate within one standard error of the best "
-                     f"cross-validated {SELECTION_METRIC}",
-        "test": _held_out_metrics(pipeline, X_test, y_test),
-        "baseline_test": _held_out_metrics(baseline, X_test, y_test),
-        "cross_validation": cv_scores,
-        "class_balance": {"train": _class_balance(y_train), "test": _class_balance(y_test)},
-        "n_train": len(X_train),
-        "n_test": len(X_test),
-    }
     name = artifact_name(test_mode)
     fingerprint = dataset.fingerprint(frame)
     artifact = Registry(settings.registry_dir).save(
@@ -247,8 +257,7 @@ def train(settings: Settings, data: pd.DataFrame | None = None, *,
         input_data_summary=dataset.summarize(frame),
         details={
             "version_note": settings.version_note,
-            "metrics": {"test": metrics["test"], "baseline_test": metrics["baseline_test"],
-                        "selected_model": selected},
+            "metrics": {key: metrics[key] for key in ("selected_model", "test", "baseline_test")},
             "data_fingerprint": fingerprint,
             "n_rows": len(frame),
             "artifact": str(artifact.path),
