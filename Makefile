@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 # The generated project needs Python 3.11 or newer (scikit-learn's floor). With an older
 # $(PYTHON), uv, installed into this small environment, finds or downloads a newer one.
 BOOTSTRAP := $(VENV)-bootstrap
+PYTHON_IS_NEW_ENOUGH := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'
 DEMO_DIR ?= build
 PYTEST_ARGS ?=
 
@@ -21,7 +22,7 @@ help: ## Show the targets
 		| awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
 
 $(BIN)/python:
-	@if $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+	@if $(PYTHON_IS_NEW_ENOUGH); then \
 		set -x; $(PYTHON) -m venv $(VENV); \
 	else \
 		echo "$(PYTHON) is older than 3.11; uv finds or downloads a newer Python."; \
@@ -37,9 +38,10 @@ $(INSTALLED): requirements-dev.txt | $(BIN)/python
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-dev.txt
 	touch $@
 
-# The project's environment is made from the same interpreter as this one.
+# The project's environment is made with $(PYTHON), or with this one's when that is too old.
 demo: $(INSTALLED) ## Quick start: bake the default project into build/ and run it end to end
-	$(BIN)/python scripts/quickstart.py --output-dir $(DEMO_DIR) --python $(abspath $(BIN)/python)
+	@python=$(PYTHON); $(PYTHON_IS_NEW_ENOUGH) || python=$(abspath $(BIN)/python); \
+		set -x; $(BIN)/python scripts/quickstart.py --output-dir $(DEMO_DIR) --python "$$python"
 
 test: $(INSTALLED) ## Run the template's whole test suite (bakes, hooks, projects, gates, Docker)
 	$(BIN)/pytest -v $(PYTEST_ARGS)
