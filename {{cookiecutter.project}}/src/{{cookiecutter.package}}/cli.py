@@ -99,7 +99,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     from . import monitoring  # imported here: plotting libraries load only when monitoring
 
-    return monitoring.run_monitor(settings, test_mode=args.test_mode) or 0
+    return monitoring.run_monitor(settings, test_mode=args.test_mode, days=args.days,
+                                  report_dir=args.report_dir) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     monitor.add_argument("--test-mode", action="store_true",
                          help="check the test model against the test logs")
+    monitor.add_argument("--days", type=float, default=30,
+                         help="check the predictions of the last DAYS days (default 30; "
+                              "0 means all)")
+    monitor.add_argument("--report-dir", type=Path, metavar="DIR",
+                         help="where the JSON report and the PNG plot go "
+                              "(default: MODEL_LOG_DIR/monitoring)")
     monitor.set_defaults(handler=_monitor)
     return parser
 
