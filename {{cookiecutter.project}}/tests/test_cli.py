@@ -180,5 +180,12 @@ def test_serve_runs_the_service_with_the_options(capsys, monkeypatch):
 
 
 def test_monitor_returns_the_monitor_status(capsys, monkeypatch):
-    fake_module(monkeypatch, "monitoring", run_monitor=lambda settings, test_mode: 3)
+    seen = {}
+
+    def run_monitor(settings, **options):
+        seen.update(options)
+        return 3
+
+    fake_module(monkeypatch, "monitoring", run_monitor=run_monitor)
     assert run(capsys, "monitor", "--test-mode")[0] == 3
+    assert seen["test_mode"] is True

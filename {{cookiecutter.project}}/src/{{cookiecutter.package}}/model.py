@@ -39,9 +39,13 @@ SEED = 42
 TEST_SIZE = 0.2
 CV_FOLDS = 5
 SELECTION_METRIC = "roc_auc"
-# Types in a stored pipeline that skops does not trust by default but these candidates need
-# (a random forest's trees). Loading refuses anything else.
-TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
+# Types in a stored pipeline that skops does not trust by default but these candidates need:
+# a random forest's trees, and the column list that older scikit-learn/skops pairs store for
+# a ColumnTransformer. Loading refuses anything else.
+TRUSTED_TYPES = frozenset({
+    "sklearn.tree._tree.Tree",
+    "sklearn.compose._column_transformer._RemainderColsList",
+})
 # Fewer examples of a class than this cannot be split into stratified folds meaningfully.
 MIN_CLASS_ROWS = 10
 
