@@ -41,12 +41,15 @@ def project_env():
     return env
 
 
-def run(args, cwd, timeout=1800):
-    """Run ``args`` in ``cwd``; return the combined output, fail the test if it fails."""
+def run(args, cwd, timeout=1800, extra_env=None):
+    """Run ``args`` in ``cwd``; return the combined output, fail the test if it fails.
+
+    ``extra_env`` adds or overrides environment variables for this command.
+    """
     result = subprocess.run(
         args,
         cwd=cwd,
-        env=project_env(),
+        env={**project_env(), **(extra_env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

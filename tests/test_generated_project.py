@@ -1,5 +1,7 @@
 """A generated project passes its own checks, first time, in a fresh environment."""
 
+import json
+
 import pytest
 
 import baking
@@ -14,6 +16,17 @@ def test_default_project_passes_its_lint(project_env):
 
 def test_default_project_passes_its_tests(project_env):
     commands.run(["make", "test"], cwd=project_env)
+
+
+def test_default_project_trains_then_predicts_an_example_record(project_env, tmp_path):
+    # Models and logs go to a scratch folder: the shared project stays untrained.
+    scratch = {"MODEL_REGISTRY_DIR": str(tmp_path / "models"),
+               "MODEL_LOG_DIR": str(tmp_path / "logs")}
+    commands.run(["make", "train"], cwd=project_env, extra_env=scratch)
+    output = commands.run(["make", "--silent", "predict"], cwd=project_env, extra_env=scratch)
+    prediction = json.loads(output.strip().splitlines()[-1])
+    assert prediction["model_version"] == "0.1"
+    assert len(prediction["predictions"]) == len(prediction["probabilities"]) == 1
 
 
 @pytest.mark.parametrize("version", PYTHON_VERSIONS)
