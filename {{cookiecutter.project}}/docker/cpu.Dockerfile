@@ -19,7 +19,8 @@ RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --sh
 
 # The dependencies, from the lock, in a layer of their own: a code change does not touch it.
 # One RUN, so that uv (used once, then deleted) and every cache stay out of the layer. The
-# libraries' own test suites (about a quarter of the bytes) are never imported: removed.
+# libraries' own test suites (about a quarter of the bytes) are never imported, nor are
+# their build inputs (Cython and C sources, headers, type stubs): removed.
 # Bytecode is compiled because the non-root user cannot write __pycache__ (without it, every
 # start would compile in memory again); unchecked-hash because an image's sources never change.
 # app.pth puts /opt/app, where the builder installs the project, on the venv's path.
@@ -31,6 +32,8 @@ RUN python3 -m venv /tmp/uv \
         --no-deps -r /opt/venv/requirements.txt \
     && rm -rf /tmp/uv \
     && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
+    && find /opt/venv -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pyi' -o -name '*.c' \
+        -o -name '*.cpp' -o -name '*.h' \) -delete \
     && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv \
     && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\n')"
 
@@ -68,7 +71,12 @@ RUN rm -f /srv/models/README.md \
 # ---- runtime -----------------------------------------------------------------------------
 FROM runtime-base
 
+# Declaring build arguments costs no cache hits: only the instructions that use them
+# (ENV below, LABEL at the end) change with their values.
 ARG MODEL_VERSION=0.1
+ARG VERSION=0.0.0
+ARG REVISION=unknown
+ARG SOURCE=
 
 # Settings before the COPY steps: a code change then rebuilds only the layers that hold code.
 # One worker per container by default: scale with replicas, or set MODEL_WORKERS at run time.
@@ -91,9 +99,6 @@ COPY --from=builder /opt/app /opt/app
 COPY --from=builder --chown=10001:10001 /srv /srv
 
 # Labels last: their values change on every commit and must not invalidate the layers above.
-ARG VERSION=0.0.0
-ARG REVISION=unknown
-ARG SOURCE=
 LABEL org.opencontainers.image.title="model" \
       org.opencontainers.image.description="Model serving image (CPU)" \
       org.opencontainers.image.source="${SOURCE}" \

@@ -24,7 +24,8 @@ RUN if ! python3 -c "import ensurepip" 2>/dev/null; then \
     && useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
 
 # As in the serving image: dependencies from the lock in one layer, no installer, no caches,
-# no test suites, bytecode compiled; app.pth puts the project (/opt/app) on the venv's path.
+# no test suites or build inputs, bytecode compiled; app.pth puts the project (/opt/app) on
+# the venv's path.
 COPY requirements/prod.txt /opt/venv/requirements.txt
 RUN python3 -m venv /tmp/uv \
     && /tmp/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
@@ -33,6 +34,8 @@ RUN python3 -m venv /tmp/uv \
         --no-deps -r /opt/venv/requirements.txt \
     && rm -rf /tmp/uv \
     && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
+    && find /opt/venv -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pyi' -o -name '*.c' \
+        -o -name '*.cpp' -o -name '*.h' \) -delete \
     && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv \
     && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\n')"
 
@@ -60,7 +63,12 @@ RUN /opt/uv/bin/uv pip install --no-cache --python /opt/venv/bin/python --no-dep
 # ---- runtime -----------------------------------------------------------------------------
 FROM runtime-base
 
+# Declaring build arguments costs no cache hits: only the instructions that use them
+# (ENV below, LABEL at the end) change with their values.
 ARG MODEL_VERSION=0.1
+ARG VERSION=0.0.0
+ARG REVISION=unknown
+ARG SOURCE=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -76,9 +84,6 @@ COPY --from=builder /opt/app /opt/app
 COPY --from=builder --chown=10001:10001 /srv /srv
 
 # Labels last: their values change on every commit and must not invalidate the layers above.
-ARG VERSION=0.0.0
-ARG REVISION=unknown
-ARG SOURCE=
 LABEL org.opencontainers.image.title="model-gpu" \
       org.opencontainers.image.description="Model training image (CUDA)" \
       org.opencontainers.image.source="${SOURCE}" \
