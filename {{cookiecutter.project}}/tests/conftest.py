@@ -69,6 +69,21 @@ def trained_settings(trained_registry, settings):
     return settings
 
 
+@pytest.fixture(scope="session")
+def served_registry(tmp_path_factory, small_dataset):
+    """A registry holding a model under its production name (what the service serves)."""
+    root = tmp_path_factory.mktemp("served")
+    model.train(Settings(registry_dir=root / "models", log_dir=root / "logs"), small_dataset)
+    return root / "models"
+
+
+@pytest.fixture
+def served_settings(served_registry, settings):
+    """Settings whose temporary registry holds a private copy of the served model."""
+    shutil.copytree(served_registry, settings.registry_dir, symlinks=True)
+    return settings
+
+
 @pytest.fixture
 def loaded(trained_settings):
     """The trained test-mode model, loaded and verified."""
