@@ -221,6 +221,13 @@ def test_csv_round_trips_the_default_dataset(tmp_path):
     pd.testing.assert_frame_equal(data.load_csv(path), frame)
 
 
+def test_csv_from_a_spreadsheet_export_loads(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"\xef\xbb\xbfcountry, age, subscriber_type, num_streams, is_subscriber\r\n"
+                     b"singapore,30,aavail_basic,5,1\r\n")
+    assert data.load_csv(path)["age"].tolist() == [30]
+
+
 def test_csv_ignores_extra_columns(tmp_path):
     path = write(tmp_path, "customer_id," + HEADER + "7,singapore,30,aavail_basic,5,1\n")
     assert list(data.load_csv(path).columns) == data.FEATURES + [data.TARGET]

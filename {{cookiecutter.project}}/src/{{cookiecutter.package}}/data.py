@@ -413,11 +413,14 @@ def load_csv(source: str | os.PathLike | IO, *, with_target: bool = True,
     if name is None:
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<stream>"
     try:
-        text = pd.read_csv(source, dtype=str, keep_default_na=False, na_filter=False)
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+        text = pd.read_csv(source, dtype=str, keep_default_na=False, na_filter=False,
+                           encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         raise DataValidationError(f"{name}: the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataValidationError(f"{name}: not a readable CSV file ({error})") from None
+    text.columns = [str(column).strip() for column in text.columns]
     expected = FEATURES + ([TARGET] if with_target else [])
     missing = [column for column in expected if column not in text.columns]
     if missing:
