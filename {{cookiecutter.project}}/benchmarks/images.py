@@ -7,7 +7,9 @@ touched), then:
 
 - the image size, and the size of a naive single-stage build of the same project
   (``FROM`` the same base, ``COPY . .``, ``pip install .``) for comparison;
-- the cold build time (``--no-cache``) and the rebuild time after a change to one source file;
+- the cold build time (``--no-cache``) and the rebuild time after a change to one source file,
+  once with the model trained during the build (the default) and once with a model shipped in
+  ``docker/model/`` (what a pipeline that trains first does);
 - the time from ``docker run`` to the first 200 from the health endpoint (polled over HTTP
   every 50 ms), and to Docker's own *healthy* status, which Docker first checks one
   HEALTHCHECK interval after the start.
@@ -83,6 +85,16 @@ def touch_source(context: Path) -> Path:
     return source
 
 
+def ship_model_from(tag: str, context: Path) -> None:
+    """Put the model registry of image ``tag`` into the context's ``docker/model/``, as a
+    pipeline that trained and checked a model would before building the image."""
+    container = docker("create", tag)
+    try:
+        docker("cp", f"{container}:/srv/models/.", str(context / "docker" / "model"))
+    finally:
+        docker("rm", container)
+
+
 def start_to_healthy(tag: str, timeout: float = 120) -> tuple[float, float]:
     """Seconds from ``docker run`` to the first healthy answer over HTTP, and to Docker's
     *healthy* status."""
@@ -132,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             touch_source(context)
             rebuild = timed_build(context, "docker/cpu.Dockerfile", tag, args.base_image)
             size = image_size(tag)
+            ship_model_from(tag, context)
+            timed_build(context, "docker/cpu.Dockerfile", tag, args.base_image)
+            touch_source(context)
+            rebuild_shipped = timed_build(context, "docker/cpu.Dockerfile", tag, args.base_image)
             http_seconds, docker_seconds = start_to_healthy(tag)
             (context / "naive.Dockerfile").write_text(NAIVE_DOCKERFILE, encoding="utf-8")
             naive_build = timed_build(context, "naive.Dockerfile", naive_tag, args.base_image,
@@ -148,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     report("size / naive", f"{size / naive_size:.2f}", "<= 0.35", size / naive_size <= 0.35)
     report("cold build (--no-cache)", f"{cold:.1f} s")
     report("naive build (--no-cache)", f"{naive_build:.1f} s")
-    report("rebuild after a source change", f"{rebuild:.1f} s")
+    report("rebuild after a source change", f"{rebuild:.1f} s", "retrains the model")
     report("rebuild / cold", f"{rebuild / cold:.2f}", "<= 0.15", rebuild / cold <= 0.15)
+    report("rebuild, model in docker/model/", f"{rebuild_shipped:.1f} s", "no training")
+    report("rebuild / cold, model shipped", f"{rebuild_shipped / cold:.2f}", "<= 0.15",
+           rebuild_shipped / cold <= 0.15)
     report("start to healthy (HTTP /health)", f"{http_seconds:.2f} s", "<= 1.5 s",
            http_seconds <= 1.5)
     report("start to healthy (docker health)", f"{docker_seconds:.1f} s",
