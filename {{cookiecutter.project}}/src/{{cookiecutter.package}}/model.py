@@ -22,11 +22,14 @@ from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_validate, train_test_split
+from sklearn.metrics import (
+    accuracy_score, f1_score, get_scorer, precision_score, recall_score, roc_auc_score,
+)
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import data as dataset
 from . import logs
@@ -151,23 +154,32 @@ def _check_trainable(frame: pd.DataFrame) -> None:
         )
 
 
+CV_METRICS = ("roc_auc", "f1", "accuracy")
+
+
 def _cross_validate(candidates: dict, X: pd.DataFrame, y: pd.Series, seed: int) -> dict:
-    folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
+    """Mean and standard deviation of each metric over stratified folds, per candidate."""
+    folds = list(StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed).split(X, y))
+    scorers = {metric: get_scorer(metric) for metric in CV_METRICS}
     scores = {}
-    # tqdm draws a bar on a terminal only (disable=None); the log lines serve CI and files.
-    progress = tqdm(candidates.items(), desc="cross-validating", unit="model", disable=None,
-                    leave=False)
-    for number, (name, pipeline) in enumerate(progress, start=1):
-        logger.info("cross-validating %s (%d/%d, %d folds)", name, number, len(candidates),
-                    CV_FOLDS)
-        result = cross_validate(
-            pipeline, X, y, cv=folds, scoring=("roc_auc", "f1", "accuracy")
-        )
-        scores[name] = {}
-        for metric in ("roc_auc", "f1", "accuracy"):
-            values = result[f"test_{metric}"]
-            scores[name][f"{metric}_mean"] = round(float(np.mean(values)), 4)
-            scores[name][f"{metric}_std"] = round(float(np.std(values)), 4)
+    # A bar on a terminal only (disable=None); the log lines, printed above it, serve CI logs.
+    with logging_redirect_tqdm(loggers=[logging.getLogger(__package__)]), tqdm(
+        total=len(candidates) * len(folds), desc="cross-validating", unit="fit",
+        disable=None, leave=False,
+    ) as progress:
+        for number, (name, pipeline) in enumerate(candidates.items(), start=1):
+            logger.info("cross-validating %s (%d/%d, %d folds)", name, number,
+                        len(candidates), len(folds))
+            results = {metric: [] for metric in CV_METRICS}
+            for train_rows, test_rows in folds:
+                fitted = clone(pipeline).fit(X.iloc[train_rows], y.iloc[train_rows])
+                for metric, scorer in scorers.items():
+                    results[metric].append(scorer(fitted, X.iloc[test_rows], y.iloc[test_rows]))
+                progress.update()
+            scores[name] = {}
+            for metric, values in results.items():
+                scores[name][f"{metric}_mean"] = round(float(np.mean(values)), 4)
+                scores[name][f"{metric}_std"] = round(float(np.std(values)), 4)
     return scores
 
 
