@@ -69,8 +69,11 @@ class Steps:
         """Finish a step's line with its duration."""
         print(f"ok  {time.monotonic() - started:5.1f} s  {detail}".rstrip(), flush=True)
 
-    def run(self, title, args, cwd, env, slug):
-        """Run one command as a step; raise StepFailed with its log when it fails."""
+    def run(self, title, args, cwd, env, slug, detail=None):
+        """Run one command as a step; raise StepFailed with its log when it fails.
+
+        ``detail``, a function of no arguments, returns a few words for the step's line.
+        """
         self.start(title)
         log = self.log_path(slug)
         started = time.monotonic()
@@ -84,8 +87,20 @@ class Steps:
         if result.returncode != 0:
             print("FAILED")
             raise StepFailed(f"step '{title}' failed (exit {result.returncode})", log)
-        self.done(started)
+        self.done(started, detail() if detail else "")
         return log
+
+
+def model_summary(project_dir):
+    """Return e.g. "model 0.1: accuracy 0.80 on held-out data (baseline 0.56)", or ""."""
+    try:
+        newest = max((project_dir / "models").glob("model-*"), key=lambda p: p.stat().st_mtime)
+        metadata = json.loads((newest / "metadata.json").read_text(encoding="utf-8"))
+        metrics = metadata["metrics"]
+        return (f"model {metadata['version']}: accuracy {metrics['test']['accuracy']:.2f} "
+                f"on held-out data (baseline {metrics['baseline_test']['accuracy']:.2f})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # the summary is a courtesy; the step itself succeeded
 
 
 def project_environment(python):
@@ -363,8 +378,10 @@ def main(argv=None):
                   cwd=TEMPLATE_DIR, env=dict(os.environ), slug="generate")
         project_dir = output_dir / answers["project"]
         (output_dir / MARKER).write_text(answers["project"] + "\n", encoding="utf-8")
-        for target in ("install", "train", "test"):
-            steps.run(f"make {target}", ["make", target], project_dir, env, target)
+        steps.run("make install", ["make", "install"], project_dir, env, "install")
+        steps.run("make train", ["make", "train"], project_dir, env, "train",
+                  detail=lambda: model_summary(project_dir))
+        steps.run("make test", ["make", "test"], project_dir, env, "test")
         serve_and_predict(steps, project_dir, answers, env)
         skipped = build_and_smoke(steps, project_dir, env)
     except StepFailed as failure:

@@ -62,3 +62,7 @@ def test_next_steps_name_the_deploy_environments_and_secrets(quickstart, bake):
     environments, secrets = quickstart.deploy_settings(project)
     assert {"staging", "production"} <= set(environments)
     assert secrets and "GITHUB_TOKEN" not in secrets
+
+
+def test_model_summary_is_left_out_when_there_is_no_model(quickstart, tmp_path):
+    assert quickstart.model_summary(tmp_path) == ""
