@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import generate_latest
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -63,11 +64,24 @@ DESCRIPTION = {{ cookiecutter.description | tojson }}  # noqa: E501 - the projec
 
 # ----------------------------------------------------------------------------- request models
 
+def _integral_float_to_int(value):
+    # JSON Schema's "integer" includes 34.0 (the same number as 34); the API documents
+    # "integer", so it takes it. Booleans, strings and 34.5 still fail the strict check.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_integral_float_to_int)]
+
+
 def record_model() -> type[BaseModel]:
     """The pydantic model of one record, generated from ``data.SCHEMA``.
 
     Strict like ``data.validate_rows``: exact fields, booleans and numeric strings are not
-    numbers, 12.0 is not an integer, categories are a closed set and numbers have a range.
+    numbers, 12.5 is not an integer, categories are a closed set and numbers have a range.
+    One difference: 12.0 counts as the integer 12, as JSON Schema (the documented contract)
+    defines it; the row passed on holds the int.
     """
     fields = {}
     for feature in data.SCHEMA.features:
@@ -76,7 +90,7 @@ def record_model() -> type[BaseModel]:
             fields[feature.name] = (kind, Field(description=feature.description))
         else:
             # A float feature takes whole numbers too, but never NaN or infinity.
-            number, extra = ((StrictInt, {}) if feature.integer
+            number, extra = ((WholeNumber, {}) if feature.integer
                              else (float, {"allow_inf_nan": False}))
             fields[feature.name] = (number, Field(
                 ge=feature.minimum, le=feature.maximum, description=feature.description, **extra
