@@ -1,0 +1,69 @@
+"""Concurrent predictions: n predicted rows give n whole log lines, none lost or mixed up."""
+
+import asyncio
+import threading
+
+import httpx
+import orjson
+from fastapi.testclient import TestClient
+
+from {{ cookiecutter.package }} import data, logs, service
+
+RECORD = dict(data.SCHEMA.example)
+
+
+def logged_lines(settings) -> list[bytes]:
+    """The raw lines of the predict log."""
+    return logs.log_path(settings.log_dir, "predict").read_bytes().splitlines()
+
+
+async def predict_concurrently(app, bodies: list[dict]) -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        return await asyncio.gather(*(
+            client.post("/predict", json=body, headers={"X-Request-ID": f"req-{i}"})
+            for i, body in enumerate(bodies)))
+
+
+def test_concurrent_requests_give_one_whole_log_line_per_row(served_settings):
+    app = service.create_app(served_settings)
+    app.state.model.load()  # what the app's startup does
+    bodies = [RECORD if i % 2 else {"records": [RECORD] * (i % 7 + 1)} for i in range(200)]
+
+    answers = asyncio.run(predict_concurrently(app, bodies))
+
+    assert all(answer.status_code == 200 for answer in answers)
+    rows = sum(1 if "records" not in body else len(body["records"]) for body in bodies)
+    lines = logged_lines(served_settings)
+    assert len(lines) == rows
+    entries = [orjson.loads(line) for line in lines]  # every line is whole JSON
+    by_request = {}
+    for entry in entries:
+        by_request.setdefault(entry["request_id"], []).append(entry["prediction"])
+    for i, answer in enumerate(answers):
+        assert by_request[f"req-{i}"] == answer.json()["predictions"]
+
+
+def test_two_workers_logging_at_once_lose_no_line(served_settings):
+    """Two apps (as two worker processes would) on threads, appending to the same log."""
+    per_worker, batch = 60, {"records": [RECORD] * 5}
+    failures = []
+
+    def worker(name: str) -> None:
+        with TestClient(service.create_app(served_settings)) as client:
+            for i in range(per_worker):
+                answer = client.post("/predict", json=batch if i % 2 else RECORD,
+                                     headers={"X-Request-ID": f"{name}-{i}"})
+                if answer.status_code != 200:
+                    failures.append(answer.text)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    lines = logged_lines(served_settings)
+    assert len(lines) == 2 * (per_worker // 2) * (1 + 5)
+    assert all(orjson.loads(line)["input"] == RECORD for line in lines)
