@@ -36,6 +36,9 @@ FILES = {
     "src/{package}/service.py": ALWAYS,
     # The package's tests
     "tests/conftest.py": ALWAYS,
+    "tests/test_api.py": ALWAYS,
+    "tests/test_api_concurrency.py": ALWAYS,
+    "tests/test_api_fuzz.py": ALWAYS,
     "tests/test_cli.py": ALWAYS,
     "tests/test_config.py": ALWAYS,
     "tests/test_data.py": ALWAYS,
