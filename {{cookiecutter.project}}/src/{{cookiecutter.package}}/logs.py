@@ -139,8 +139,10 @@ def log_predictions(log_dir: str | os.PathLike, *, test_mode: bool, model_versio
     ``runtime`` is the request's prediction time (shared by its rows); ``input`` is the row's
     feature values, left out when ``log_inputs`` is false (personal data).
     """
-    path = log_path(log_dir, "predict", test_mode=test_mode)
     timestamp = utc_now()
+    # The month comes from the timestamp itself, and a plain string path is cheaper than a
+    # Path: this runs on every request.
+    path = os.path.join(log_dir, _file_name("predict", test_mode, timestamp[:7]))
     summary = {"n_rows": len(rows), "n_features": len(rows[0]) if len(rows) else 0}
     runtime = round(runtime, 6)
     records = []
@@ -159,4 +161,4 @@ def log_predictions(log_dir: str | os.PathLike, *, test_mode: bool, model_versio
             record["input"] = row
         records.append(record)
     append_records(path, records)
-    return path
+    return Path(path)
