@@ -42,6 +42,7 @@ SEED = 42
 TEST_SIZE = 0.2
 CV_FOLDS = 5
 SELECTION_METRIC = "roc_auc"
+CV_METRICS = ("roc_auc", "f1", "accuracy")
 # Types in a stored pipeline that skops does not trust by default but these candidates need:
 # a random forest's trees, and the column list that older scikit-learn/skops pairs store for
 # a ColumnTransformer. Loading refuses anything else.
@@ -152,9 +153,6 @@ def _check_trainable(frame: pd.DataFrame) -> None:
             f"{dataset.TARGET!r}, got {dict((str(k), int(v)) for k, v in counts.items())}",
             field=dataset.TARGET,
         )
-
-
-CV_METRICS = ("roc_auc", "f1", "accuracy")
 
 
 def _cross_validate(candidates: dict, X: pd.DataFrame, y: pd.Series, seed: int) -> dict:
