@@ -8,7 +8,8 @@ For the default project and for ``gpu_image=no``:
 - the GPU image (when chosen) builds against the same base and its command line answers.
 
 The base image comes from ``scripts/build-base-image.sh`` (no registry is needed); set
-``BASE_IMAGE`` to test against another one. Images and containers made here are removed.
+``BASE_IMAGE`` to test against another one. Images (build stages included) and containers made
+here are removed; the base image stays.
 """
 
 import json
@@ -69,19 +70,37 @@ def http(url, body=None):
 
 
 def build(client, project, dockerfile, base_image):
-    """Build ``dockerfile`` of ``project`` with the Docker SDK (classic builder); return it."""
+    """Build ``dockerfile`` of ``project`` with the Docker SDK (classic builder).
+
+    Returns the image and the ids of the untagged images its steps left (build stages, cache).
+    """
     import docker
 
     tag = f"template-test/{project.name}-{uuid.uuid4().hex[:8]}:{Path(dockerfile).stem}"
     try:
-        image, _ = client.images.build(
+        image, log = client.images.build(
             path=str(project), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
             buildargs={"BASE_IMAGE": base_image, "REVISION": "test", "VERSION": "0.1.0"},
         )
     except docker.errors.BuildError as error:
-        log = "".join(chunk.get("stream", "") + chunk.get("error", "") for chunk in error.build_log)
-        pytest.fail(f"{dockerfile} did not build: {error.msg}\n{log[-4000:]}", pytrace=False)
-    return image
+        text = "".join(c.get("stream", "") + c.get("error", "") for c in error.build_log)
+        pytest.fail(f"{dockerfile} did not build: {error.msg}\n{text[-4000:]}", pytrace=False)
+    steps = re.findall(r"^ ---> ([0-9a-f]{12})$", "".join(c.get("stream", "") for c in log), re.M)
+    return image, steps
+
+
+def remove_built(client, image, steps):
+    """Remove a built image and the untagged step images its build left; keep tagged ones
+    (the base image) and any that another image still uses."""
+    import docker
+
+    client.images.remove(image.id, force=True)
+    for step in reversed(steps):
+        try:
+            if not client.images.get(step).tags:
+                client.images.remove(step)
+        except docker.errors.APIError:  # gone already, or the parent of another image
+            pass
 
 
 def wait_until_healthy(container):
@@ -131,9 +150,9 @@ def base_image(docker_required):
 @pytest.fixture(scope="module")
 def cpu_image(docker_required, project, base_image):
     """The project's CPU serving image, removed afterwards."""
-    image = build(docker_required, project, "docker/cpu.Dockerfile", base_image)
+    image, steps = build(docker_required, project, "docker/cpu.Dockerfile", base_image)
     yield image
-    docker_required.images.remove(image.id, force=True)
+    remove_built(docker_required, image, steps)
 
 
 @pytest.fixture(scope="module")
@@ -202,13 +221,13 @@ def test_make_smoke_passes_against_the_cpu_image(project, cpu_image):
 
 def test_gpu_image_builds_and_its_command_line_answers(docker_required, projects, base_image):
     project = projects["default"]
-    image = build(docker_required, project, "docker/gpu.Dockerfile", base_image)
+    image, steps = build(docker_required, project, "docker/gpu.Dockerfile", base_image)
     try:
         output = docker_required.containers.run(image.id, ["--help"], remove=True)
         assert "train" in output.decode()
         assert image.attrs["Config"]["User"].split(":")[0] == APP_UID
     finally:
-        docker_required.images.remove(image.id, force=True)
+        remove_built(docker_required, image, steps)
 
 
 def test_gpu_image_is_left_out_when_not_chosen(projects):
