@@ -283,7 +283,7 @@ def choose_base_image(steps, project_dir):
             return None, None
         print("unreachable")
     try:
-        steps.run("Build the air-gapped Python base image",
+        steps.run("Air-gapped base image (build-base-image.sh)",
                   ["bash", TEMPLATE_DIR / "scripts" / "build-base-image.sh",
                    AIR_GAPPED_BASE_IMAGE],
                   cwd=TEMPLATE_DIR, env=dict(os.environ), slug="base-image")
@@ -310,20 +310,26 @@ def build_and_smoke(steps, project_dir, env):
 
 
 def deploy_settings(project_dir):
-    """Return (environments, secrets) that the project's workflows use to deploy."""
+    """Return (environments, secrets) that the project's workflows use to deploy.
+
+    Read from the workflows themselves, so the advice stays true when they change.
+    Environments come in workflow order (staging's deploy before production's release).
+    """
     import yaml
 
-    environments, secrets = set(), set()
-    for workflow in sorted((project_dir / ".github" / "workflows").glob("*.yml")):
+    environments, secrets = {}, set()
+    workflows = sorted((project_dir / ".github" / "workflows").glob("*.yml"),
+                       key=lambda path: (path.name != "deploy.yml", path.name))
+    for workflow in workflows:
         text = workflow.read_text(encoding="utf-8")
         secrets.update(re.findall(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)", text))
         for job in (yaml.safe_load(text) or {}).get("jobs", {}).values():
             environment = job.get("environment")
             name = environment.get("name") if isinstance(environment, dict) else environment
             if name and "${{" not in str(name):
-                environments.add(str(name))
+                environments.setdefault(str(name), None)
     secrets.discard("GITHUB_TOKEN")
-    return sorted(environments), sorted(secrets)
+    return list(environments), sorted(secrets)
 
 
 def next_steps(project_dir, answers, skipped):
@@ -335,19 +341,20 @@ def next_steps(project_dir, answers, skipped):
     where = shown(project_dir)
     owner, project = answers["github_owner"], answers["project"]
     print(f"\nThe project is in {where}. Next steps:\n")
-    print(f"  cd {where} && make help          # every target: lint, test, train, serve, ...")
-    print("\n  Your own project: cookiecutter <this template>   (answer the questions)")
-    print("  Put it on GitHub; CI lints, tests and builds the images on every push:")
+    print(f"  Explore it:      cd {where} && make help")
+    print(f"  Your own one:    cruft create {TEMPLATE_DIR}   (where it should live; "
+          "pip install cruft)")
+    print("  Put it on GitHub; its CI lints, tests and builds the images on every push:")
     print("    git init -b main && git add . && git commit -m 'Initial commit'")
     print(f"    git remote add origin git@github.com:{owner}/{project}.git")
     print("    git push -u origin main")
     environments, secrets = deploy_settings(project_dir)
     if environments:
-        print(f"\n  To deploy: in Settings > Environments create {' and '.join(environments)}"
-              + (f", each with the secret{'s' if len(secrets) > 1 else ''} "
-                 f"{', '.join(secrets)}" if secrets else "")
-              + ".\n  Until then the deploy jobs skip and say why; the project's README explains "
-              "each workflow.")
+        print(f"  To deploy: in Settings > Environments, create {' and '.join(environments)}")
+        if secrets:
+            print(f"    and give each the secret{'s' if len(secrets) > 1 else ''} "
+                  f"{', '.join(secrets)} (see the project's README).")
+        print("    Until then the deploy jobs skip and say why.")
 
 
 def main(argv=None):
