@@ -89,16 +89,15 @@ def build(client, project, dockerfile, base_image):
     return image, steps
 
 
-def remove_built(client, image, steps):
-    """Remove a built image and the untagged step images its build left; keep tagged ones
-    (the base image) and any that another image still uses."""
+def remove_untagged(client, image_ids):
+    """Remove the untagged images among ``image_ids``, newest first; keep tagged ones (the
+    base image) and any that another image still uses."""
     import docker
 
-    client.images.remove(image.id, force=True)
-    for step in reversed(steps):
+    for image_id in reversed(image_ids):
         try:
-            if not client.images.get(step).tags:
-                client.images.remove(step)
+            if not client.images.get(image_id).tags:
+                client.images.remove(image_id)
         except docker.errors.APIError:  # gone already, or the parent of another image
             pass
 
@@ -148,11 +147,21 @@ def base_image(docker_required):
 
 
 @pytest.fixture(scope="module")
-def cpu_image(docker_required, project, base_image):
+def build_leftovers(docker_required):
+    """Collects the step images of this module's builds; removes them at the end, after the
+    builds that reuse them as cache."""
+    leftovers = []
+    yield leftovers
+    remove_untagged(docker_required, leftovers)
+
+
+@pytest.fixture(scope="module")
+def cpu_image(docker_required, project, base_image, build_leftovers):
     """The project's CPU serving image, removed afterwards."""
     image, steps = build(docker_required, project, "docker/cpu.Dockerfile", base_image)
+    build_leftovers.extend(steps)
     yield image
-    remove_built(docker_required, image, steps)
+    docker_required.images.remove(image.id, force=True)
 
 
 @pytest.fixture(scope="module")
@@ -219,15 +228,17 @@ def test_make_smoke_passes_against_the_cpu_image(project, cpu_image):
     assert "smoke test passed" in output
 
 
-def test_gpu_image_builds_and_its_command_line_answers(docker_required, projects, base_image):
-    project = projects["default"]
-    image, steps = build(docker_required, project, "docker/gpu.Dockerfile", base_image)
+def test_gpu_image_builds_and_its_command_line_answers(docker_required, projects, base_image,
+                                                       build_leftovers):
+    image, steps = build(docker_required, projects["default"], "docker/gpu.Dockerfile",
+                         base_image)
+    build_leftovers.extend(steps)
     try:
         output = docker_required.containers.run(image.id, ["--help"], remove=True)
         assert "train" in output.decode()
         assert image.attrs["Config"]["User"].split(":")[0] == APP_UID
     finally:
-        remove_built(docker_required, image, steps)
+        docker_required.images.remove(image.id, force=True)
 
 
 def test_gpu_image_is_left_out_when_not_chosen(projects):
