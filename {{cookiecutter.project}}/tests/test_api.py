@@ -176,6 +176,23 @@ def test_an_oversized_body_sent_in_chunks_is_refused_with_413(served_settings):
     assert "MODEL_MAX_BODY_BYTES" in answer.json()["detail"]
 
 
+def test_predict_takes_only_post(api):
+    answer = api.get("/predict")
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "POST"
+
+
+def test_a_server_bug_outside_predict_is_a_json_500(served_settings, monkeypatch):
+    def broken(loaded):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service, "_model_info", broken)
+    with TestClient(service.create_app(served_settings), raise_server_exceptions=False) as client:
+        answer = client.get("/model", headers={"X-Request-ID": "bug-2"})
+    assert answer.status_code == 500
+    assert answer.json()["request_id"] == "bug-2"
+
+
 def test_the_model_endpoint_describes_the_served_version(api):
     info = api.get("/model").json()
     assert info["model_version"] == "0.1"
