@@ -110,13 +110,11 @@ def project_environment(python):
     Makefile builds its own environment with ``python``, as it would for a new user.
     """
     env = {key: value for key, value in os.environ.items() if key not in MAKE_VARIABLES}
-    active = env.pop("VIRTUAL_ENV", None)
-    own_bin = str(Path(sys.executable).parent)
-    if active:
-        env["PATH"] = os.pathsep.join(
-            part for part in env.get("PATH", "").split(os.pathsep)
-            if part not in (own_bin, str(Path(active, "bin")))
-        )
+    template_bins = {str(Path(sys.executable).parent)}
+    if "VIRTUAL_ENV" in env:
+        template_bins.add(str(Path(env.pop("VIRTUAL_ENV"), "bin")))
+    env["PATH"] = os.pathsep.join(
+        part for part in env.get("PATH", "").split(os.pathsep) if part not in template_bins)
     env["PYTHON"] = python
     return env
 
@@ -227,8 +225,12 @@ def serve_and_predict(steps, project_dir, answers, env):
                 raise StepFailed(f"the service was not ready within {READY_TIMEOUT_SECONDS} s",
                                  log)
             time.sleep(0.5)
-        record = example_record(project_dir, answers["package"])
-        status, answer = http_json(f"{base}/predict", record)
+        try:
+            record = example_record(project_dir, answers["package"])
+            status, answer = http_json(f"{base}/predict", record, timeout=30)
+        except (OSError, ValueError, subprocess.CalledProcessError) as error:
+            print("FAILED")
+            raise StepFailed(f"the prediction failed: {error}", log) from error
         if status != 200:
             print("FAILED")
             raise StepFailed(f"the prediction answered HTTP {status}: {answer}", log)
