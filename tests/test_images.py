@@ -30,7 +30,8 @@ import commands
 from conftest import in_ci
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
-BASE_IMAGE = os.environ.get("BASE_IMAGE", "local/python-base:bookworm")
+DEFAULT_BASE_IMAGE = "local/python-base:bookworm"
+BASE_IMAGE = os.environ.get("BASE_IMAGE", DEFAULT_BASE_IMAGE)
 BASE_IMAGE_SCRIPT = TEMPLATE_DIR / "scripts" / "build-base-image.sh"
 COMBINATIONS = {"default": {}, "gpu_image_no": {"gpu_image": "no"}}
 APP_UID = "10001"
@@ -175,6 +176,35 @@ def serving(docker_required, cpu_image):
         yield container, f"http://127.0.0.1:{port}", health
     finally:
         container.remove(force=True)
+
+
+def test_base_image_script_passes_shellcheck():
+    shellcheck = Path(sys.executable).with_name("shellcheck")
+    result = subprocess.run([str(shellcheck) if shellcheck.exists() else "shellcheck",
+                             str(BASE_IMAGE_SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def local_base_image(base_image):
+    """The base image, when it is the one built by the template's script."""
+    if base_image != DEFAULT_BASE_IMAGE:
+        pytest.skip(f"the image tests use BASE_IMAGE={base_image}, not the script's image")
+    return base_image
+
+
+def test_base_image_script_does_nothing_when_the_image_exists(local_base_image):
+    result = subprocess.run([str(BASE_IMAGE_SCRIPT), local_base_image],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "already exists" in result.stdout, result.stderr
+
+
+def test_base_image_trusts_the_hosts_certificates(docker_required, local_base_image):
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    inside = docker_required.containers.run(local_base_image, ["cat", bundle], remove=True)
+    assert inside == Path(bundle).read_bytes(), (
+        f"{local_base_image} has another CA bundle than this machine: rebuild it with "
+        f"FORCE=1 {BASE_IMAGE_SCRIPT.relative_to(TEMPLATE_DIR)}")
 
 
 def test_hadolint_finds_nothing_in_the_dockerfiles(project):
