@@ -58,6 +58,8 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # The only names GET /logs/{name} serves: monthly log files, never a path.
 LOG_FILE_NAME = re.compile(r"^(train|predict)(-test)?-\d{4}-\d{2}\.jsonl$")
 JSON = "application/json"
+# Metrics label values come from this set, so clients cannot grow the number of series.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 TITLE = {{ cookiecutter.project_name | tojson }} + " API"
 DESCRIPTION = {{ cookiecutter.description | tojson }}  # noqa: E501 - the project's description
 
@@ -273,10 +275,22 @@ class Metrics:
             "model_predictions", "Predicted rows by class and model version.",
             ["model_version", "prediction"], registry=self.registry,
         )
+        self._series: dict[tuple, tuple] = {}
         self.info = Gauge(
             "model_info", "1 for the model version being served.",
             ["model_version", "name"], registry=self.registry,
         )
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count a request and its latency."""
+        key = (endpoint, method, status)
+        series = self._series.get(key)
+        if series is None:  # the labelled children are looked up once per combination
+            labels = (endpoint, method, str(status))
+            series = self._series[key] = (self.requests.labels(*labels),
+                                          self.latency.labels(*labels))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def served(self, loaded: model.LoadedModel) -> None:
         """Mark ``loaded`` as the served version."""
@@ -341,9 +355,8 @@ class ServiceMiddleware:
                 await self.app(scope, limited_receive, send_with_id)
         finally:
             endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
-            labels = (endpoint, scope["method"], str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
+            self.metrics.observe(endpoint, method, status, time.perf_counter() - started)
 
 
 class PredictEndpoint:
