@@ -667,7 +667,9 @@ def run(settings: Settings) -> int:
     """Serve the app with uvicorn: production settings, no reload, no per-request log."""
     import uvicorn  # imported here: the CLI's other commands do not need it
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The package's own messages (which model is served, load failures) at INFO, next to
+    # uvicorn's; the command line sets the root logger to warnings only.
+    logging.getLogger(__package__).setLevel(logging.INFO)
     config = dict(host=settings.host, port=settings.port, workers=settings.workers,
                   access_log=False, log_level="info", proxy_headers=False,
                   timeout_graceful_shutdown=10)
