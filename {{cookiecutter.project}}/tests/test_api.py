@@ -110,6 +110,13 @@ def test_every_predicted_row_is_logged_with_the_request_id(api, settings):
     assert {"timestamp", "runtime", "model_version", "input_data_summary"} <= entries[0].keys()
 
 
+def test_an_integer_written_with_a_zero_fraction_counts_as_that_integer(api, settings):
+    answer = api.post("/predict", json={**RECORD, "age": 34.0})
+    assert answer.status_code == 200
+    logged = logs.read_log(settings.log_dir, "predict")[0]["input"]["age"]
+    assert logged == 34 and isinstance(logged, int)
+
+
 def test_the_request_id_header_is_echoed(api):
     answer = api.post("/predict", json=RECORD, headers={"X-Request-ID": "abc-123"})
     assert answer.headers["x-request-id"] == "abc-123"
