@@ -10,6 +10,7 @@ BOOTSTRAP := $(VENV)-bootstrap
 PYTHON_IS_NEW_ENOUGH := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'
 DEMO_DIR ?= build
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto
 
 # The environment is rebuilt whenever the pinned requirements change.
 INSTALLED := $(VENV)/.installed
@@ -43,8 +44,9 @@ demo: $(INSTALLED) ## Quick start: bake the default project into build/ and run 
 	@python=$(PYTHON); $(PYTHON_IS_NEW_ENOUGH) || python=$(abspath $(BIN)/python); \
 		set -x; $(BIN)/python scripts/quickstart.py --output-dir $(DEMO_DIR) --python "$$python"
 
+# One worker per CPU; PYTEST_WORKERS=0 runs the suite in this one process.
 test: $(INSTALLED) ## Run the template's whole test suite (bakes, hooks, projects, gates, Docker)
-	$(BIN)/pytest -v $(PYTEST_ARGS)
+	$(BIN)/pytest -v --numprocesses $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(INSTALLED) ## Check the hooks, tests and scripts with flake8
 	$(BIN)/flake8 hooks tests scripts

@@ -94,6 +94,21 @@ def docker_required():
     return docker.from_env()
 
 
+# `make test` spreads the suite over CPUs with pytest-xdist (--dist loadgroup).
+# A module's tests share module-scoped fixtures (the 64 bakes, the built
+# images), so each module runs on one worker; the generated-project runs are
+# independent and the slowest, so each of them may go to any worker.
+SPREAD_MODULES = {"test_generated_project.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Group each module's tests for pytest-xdist, except the spread modules."""
+    for item in items:
+        if item.path.name not in SPREAD_MODULES and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
 def pytest_runtest_setup(item):
     """Apply the Docker rule to tests marked ``@pytest.mark.docker``."""
     if item.get_closest_marker("docker"):
