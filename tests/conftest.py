@@ -9,6 +9,7 @@
 """
 
 import functools
+import itertools
 import os
 import sys
 
@@ -34,7 +35,7 @@ def cookiecutter_config(tmp_path_factory):
 @pytest.fixture
 def bake(tmp_path, cookiecutter_config):
     """Return ``bake(**answers) -> Path``: generate a project, return its folder."""
-    bakes = iter(range(1_000_000))
+    bakes = itertools.count()
 
     def bake_project(**answers):
         output_dir = tmp_path / f"bake-{next(bakes)}"
