@@ -458,8 +458,9 @@ class ModelState:
         try:
             loaded = model.load_model(self.settings)
         except RegistryError as error:
+            if str(error) != self.problem:  # once, not at every readiness probe
+                logger.warning("no model to serve: %s", error)
             self.problem = str(error)
-            logger.warning("no model to serve: %s", error)
             return False
         if not loaded.self_check():
             self.problem = "the model's self-check prediction failed"
