@@ -90,6 +90,17 @@ def build(client, project, dockerfile, base_image):
     return image, steps
 
 
+def remove_tag(client, image):
+    """Remove the image's own (unique) tag; the image goes with it unless something else,
+    such as an identical build of a parallel run, still tags or uses it."""
+    import docker
+
+    try:
+        client.images.remove(image.tags[0])
+    except docker.errors.APIError:  # gone already, or still in use elsewhere
+        pass
+
+
 def remove_untagged(client, image_ids):
     """Remove the untagged images among ``image_ids``, newest first; keep tagged ones (the
     base image) and any that another image still uses."""
@@ -162,7 +173,7 @@ def cpu_image(docker_required, project, base_image, build_leftovers):
     image, steps = build(docker_required, project, "docker/cpu.Dockerfile", base_image)
     build_leftovers.extend(steps)
     yield image
-    docker_required.images.remove(image.id, force=True)
+    remove_tag(docker_required, image)
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +279,7 @@ def test_gpu_image_builds_and_its_command_line_answers(docker_required, projects
         assert "train" in output.decode()
         assert image.attrs["Config"]["User"].split(":")[0] == APP_UID
     finally:
-        docker_required.images.remove(image.id, force=True)
+        remove_tag(docker_required, image)
 
 
 def test_gpu_image_is_left_out_when_not_chosen(projects):
