@@ -45,7 +45,6 @@ FILES = {
     "tests/test_logs.py": ALWAYS,
     "tests/test_model.py": ALWAYS,
     "tests/test_monitoring.py": ALWAYS,
-    "tests/test_monitoring.py": ALWAYS,
     "tests/test_registry.py": ALWAYS,
     "tests/test_device.py": ALWAYS,
     # Benchmarks
