@@ -44,6 +44,15 @@ def test_concurrent_requests_give_one_whole_log_line_per_row(served_settings):
         assert by_request[f"req-{i}"] == answer.json()["predictions"]
 
 
+def test_concurrent_requests_are_predicted_together(served_settings):
+    app = service.create_app(served_settings)
+    app.state.model.load()
+    asyncio.run(predict_concurrently(app, [RECORD] * 50))
+    # One batch writes one append with one timestamp for all its requests.
+    timestamps = {orjson.loads(line)["timestamp"] for line in logged_lines(served_settings)}
+    assert len(timestamps) < 50
+
+
 def test_two_workers_logging_at_once_lose_no_line(served_settings):
     """Two apps (as two worker processes would) on threads, appending to the same log."""
     per_worker, batch = 60, {"records": [RECORD] * 5}

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -135,6 +136,16 @@ def log_training(log_dir: str | os.PathLike, *, test_mode: bool, model_version: 
     return path
 
 
+class PredictedRequest(NamedTuple):
+    """The predicted rows of one request, as the predict log records them."""
+
+    request_id: str
+    runtime: float
+    rows: Sequence[Mapping]
+    labels: Sequence[int]
+    probabilities: Sequence[float]
+
+
 def log_predictions(log_dir: str | os.PathLike, *, test_mode: bool, model_version: str,
                     request_id: str, runtime: float, rows: Sequence[Mapping],
                     labels: Sequence[int], probabilities: Sequence[float],
@@ -144,26 +155,41 @@ def log_predictions(log_dir: str | os.PathLike, *, test_mode: bool, model_versio
     ``runtime`` is the request's prediction time (shared by its rows); ``input`` is the row's
     feature values, left out when ``log_inputs`` is false (personal data).
     """
+    request = PredictedRequest(request_id, runtime, rows, labels, probabilities)
+    return log_prediction_requests(log_dir, test_mode=test_mode, model_version=model_version,
+                                   requests=[request], log_inputs=log_inputs)
+
+
+def log_prediction_requests(log_dir: str | os.PathLike, *, test_mode: bool,
+                            model_version: str, requests: Sequence[PredictedRequest],
+                            log_inputs: bool = True) -> Path:
+    """Write the rows of several requests predicted together, in one append.
+
+    Each row's record is the one ``log_predictions`` writes for its own request.
+    """
     timestamp = utc_now()
     # The month comes from the timestamp itself, and a plain string path is cheaper than a
     # Path: this runs on every request.
     path = os.path.join(log_dir, _file_name("predict", test_mode, timestamp[:7]))
-    summary = {"n_rows": len(rows), "n_features": len(rows[0]) if len(rows) else 0}
-    # The fields shared by the request's rows are serialised once, not once per row: a large
-    # batch spends most of its logging time there otherwise.
-    shared = orjson.dumps({
-        "timestamp": timestamp,
-        "request_id": request_id,
-        "model_version": model_version,
-        "runtime": round(runtime, 6),
-        "input_data_summary": summary,
-    })[:-1] + b',"row":'
     lines = []
-    for index, (row, label, probability) in enumerate(zip(rows, labels, probabilities)):
-        own = {"prediction": label, "probability": probability}
-        if log_inputs:
-            own["input"] = row
-        own_json = orjson.dumps(own, option=orjson.OPT_SERIALIZE_NUMPY)
-        lines.append(b"%s%d,%s" % (shared, index, own_json[1:]))
+    for request in requests:
+        rows = request.rows
+        summary = {"n_rows": len(rows), "n_features": len(rows[0]) if len(rows) else 0}
+        # The fields shared by the request's rows are serialised once, not once per row: a
+        # large batch spends most of its logging time there otherwise.
+        shared = orjson.dumps({
+            "timestamp": timestamp,
+            "request_id": request.request_id,
+            "model_version": model_version,
+            "runtime": round(request.runtime, 6),
+            "input_data_summary": summary,
+        })[:-1] + b',"row":'
+        for index, (row, label, probability) in enumerate(
+                zip(rows, request.labels, request.probabilities)):
+            own = {"prediction": label, "probability": probability}
+            if log_inputs:
+                own["input"] = row
+            own_json = orjson.dumps(own, option=orjson.OPT_SERIALIZE_NUMPY)
+            lines.append(b"%s%d,%s" % (shared, index, own_json[1:]))
     append_lines(path, lines)
     return Path(path)

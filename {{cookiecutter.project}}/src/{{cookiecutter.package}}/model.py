@@ -431,6 +431,11 @@ def load_training_data(settings: Settings, *, test_mode: bool = False) -> pd.Dat
                                                          settings.version)
 
 
+def classify(probabilities: list[float]) -> list[int]:
+    """The predicted class of each row: 1 where its probability is over one half."""
+    return [1 if p > 0.5 else 0 for p in probabilities]
+
+
 def predict(loaded: LoadedModel, records: dataset.Records, *, settings: Settings,
             request_id: str | None = None, test_mode: bool = False,
             validated: bool = False) -> Prediction:
@@ -449,7 +454,7 @@ def predict(loaded: LoadedModel, records: dataset.Records, *, settings: Settings
         rows = records if validated else dataset.validate_rows(records)
         probabilities = loaded.positive_probability(rows)
     probabilities = probabilities.tolist()
-    labels = [1 if p > 0.5 else 0 for p in probabilities]
+    labels = classify(probabilities)
     runtime = time.perf_counter() - started
     request_id = request_id or uuid.uuid4().hex
     logs.log_predictions(
@@ -465,3 +470,32 @@ def predict(loaded: LoadedModel, records: dataset.Records, *, settings: Settings
     )
     return Prediction(labels=labels, probabilities=probabilities,
                       model_version=loaded.version, request_id=request_id)
+
+
+def predict_requests(loaded: LoadedModel, requests, *, settings: Settings,
+                     test_mode: bool = False) -> list[Prediction]:
+    """Predict several requests' validated rows in one model call and one log append.
+
+    ``requests`` is a sequence of ``(rows, request_id)``. This is what a server does with
+    requests that arrive together: the model's per-call cost and the log's file operations are
+    paid once for all of them, while each request keeps its own predictions, request id and
+    row numbers in the log.
+    """
+    started = time.perf_counter()
+    rows = [row for request_rows, _ in requests for row in request_rows]
+    probabilities = loaded.positive_probability(rows).tolist()
+    labels = classify(probabilities)
+    runtime = time.perf_counter() - started
+    predictions, logged, start = [], [], 0
+    for request_rows, request_id in requests:
+        end = start + len(request_rows)
+        prediction = Prediction(labels=labels[start:end], probabilities=probabilities[start:end],
+                                model_version=loaded.version, request_id=request_id)
+        predictions.append(prediction)
+        logged.append(logs.PredictedRequest(request_id, runtime, request_rows,
+                                            prediction.labels, prediction.probabilities))
+        start = end
+    logs.log_prediction_requests(settings.log_dir, test_mode=test_mode,
+                                 model_version=loaded.version, requests=logged,
+                                 log_inputs=settings.log_inputs)
+    return predictions
