@@ -8,8 +8,8 @@ Speed: the model scores a row in microseconds, so the request path is what costs
 is a plain ASGI endpoint that the app dispatches to before FastAPI's middleware and router
 (whose per-request machinery costs several times the model). It validates the raw body in one
 pass with pydantic-core's JSON parser, against request models generated from ``data.SCHEMA``,
-and runs on the event loop without a thread hop. The same models document it in the OpenAPI
-schema.
+and runs on the event loop without a thread hop; requests that arrive together are predicted
+and logged together. The same models document it in the OpenAPI schema.
 """
 
 import asyncio
