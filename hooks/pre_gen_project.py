@@ -36,13 +36,13 @@ REQUIRED_TEXT = ("project_name", "description", "author_name")
 DEPENDENCY_NAMES = frozenset({
     # runtime
     "fastapi", "matplotlib", "numpy", "orjson", "pandas", "prometheus_client",
-    "pydantic", "pydantic_settings", "scikit_learn", "sklearn", "skops", "tqdm",
-    "uvicorn",
+    "pydantic", "pydantic_settings", "scikit_learn", "scipy", "sklearn", "skops",
+    "tqdm", "typing_extensions", "uvicorn",
     # development
     "flake8", "flask", "gunicorn", "httpx", "hypothesis", "pytest", "pytest_cov",
     "schemathesis",
     # installed with them, or tools the project runs
-    "coverage", "docker", "joblib", "pip", "pydantic_core", "scipy", "setuptools",
+    "coverage", "docker", "joblib", "pip", "pydantic_core", "setuptools",
     "starlette", "threadpoolctl", "uv", "yaml",
     # the project's own generic console script
     "model",
