@@ -126,15 +126,23 @@ def report(name: str, value: str, target: str = "", met: bool | None = None) -> 
     print(f"{name:<34} {value:>12}   {target}{verdict}")
 
 
+def untagged_images() -> set[str]:
+    """The ids of the untagged images (build stages, replaced images) present now."""
+    return set(docker("image", "ls", "--quiet", "--no-trunc", "--filter", "dangling=true")
+               .split())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-image", help="BASE_IMAGE build argument (default: the "
                         "Dockerfile's pinned base)")
     parser.add_argument("--tag", default="image-benchmark", help="image name to build")
-    parser.add_argument("--keep", action="store_true", help="keep the images afterwards")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the images and the build stages afterwards")
     args = parser.parse_args(argv)
     tag, naive_tag = f"{args.tag}:cpu", f"{args.tag}:naive"
+    untagged_before = untagged_images()
 
     with tempfile.TemporaryDirectory() as tmp:
         context = copy_context(Path(tmp))
@@ -155,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             naive_size = image_size(naive_tag)
         finally:
             if not args.keep:
-                subprocess.run(["docker", "image", "rm", "--force", tag, naive_tag],
-                               capture_output=True)
+                # The images, then the build stages and replaced images the builds left.
+                subprocess.run(["docker", "image", "rm", tag, naive_tag], capture_output=True)
+                leftovers = sorted(untagged_images() - untagged_before)
+                if leftovers:
+                    subprocess.run(["docker", "image", "rm", *leftovers], capture_output=True)
 
     mb = 1e6
     report("CPU image size", f"{size / mb:.0f} MB", "<= 350 MB", size <= 350 * mb)
