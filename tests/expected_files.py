@@ -34,6 +34,10 @@ FILES = {
     "src/{package}/registry.py": ALWAYS,
     "src/{package}/device.py": ALWAYS,
     "src/{package}/service.py": ALWAYS,
+    "src/{package}/schemas.py": ALWAYS,
+    "src/{package}/metrics.py": ALWAYS,
+    "src/{package}/served_model.py": ALWAYS,
+    "src/{package}/predict_endpoint.py": ALWAYS,
     # The package's tests
     "tests/conftest.py": ALWAYS,
     "tests/test_api.py": ALWAYS,

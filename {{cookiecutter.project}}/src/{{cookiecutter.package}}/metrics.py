@@ -1,0 +1,46 @@
+"""The service's Prometheus metrics: requests, latency, predictions and the served version."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import model
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests", "HTTP requests by endpoint, method and status.",
+            ["endpoint", "method", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds", "HTTP request latency by endpoint and status.",
+            ["endpoint", "method", "status"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.predictions = Counter(
+            "model_predictions", "Predicted rows by class and model version.",
+            ["model_version", "prediction"], registry=self.registry,
+        )
+        self._series: dict[tuple, tuple] = {}
+        self.info = Gauge(
+            "model_info", "1 for the model version being served.",
+            ["model_version", "name"], registry=self.registry,
+        )
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count a request and its latency."""
+        key = (endpoint, method, status)
+        series = self._series.get(key)
+        if series is None:  # the labelled children are looked up once per combination
+            labels = (endpoint, method, str(status))
+            series = self._series[key] = (self.requests.labels(*labels),
+                                          self.latency.labels(*labels))
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def served(self, loaded: model.LoadedModel) -> None:
+        """Mark ``loaded`` as the served version."""
+        self.info.clear()
+        self.info.labels(loaded.version, loaded.name).set(1)

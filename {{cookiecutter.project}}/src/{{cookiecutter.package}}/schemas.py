@@ -1,0 +1,219 @@
+"""The API's request and response types, and the JSON bodies it answers with.
+
+The request types are generated from ``data.SCHEMA``, so the API validates exactly the
+features the model takes; the same types document ``POST /predict`` in the OpenAPI schema.
+Every refusal has one body, ``ErrorResponse``, built by ``error_response``.
+"""
+
+from typing import Annotated, Literal, Union
+
+import orjson
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    Tag,
+    ValidationError,
+)
+from typing_extensions import TypedDict  # pydantic's TypedDict support needs it on Python < 3.12
+
+from . import data
+
+JSON = "application/json"
+
+
+# ----------------------------------------------------------------------------- request types
+
+def _integral_float_to_int(value):
+    # JSON Schema's "integer" includes 34.0 (the same number as 34); the API documents
+    # "integer", so it takes it. Booleans, strings and 34.5 still fail the strict check.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def record_model(*, whole_floats: bool = True) -> type:
+    """The request type of one record, generated from ``data.SCHEMA``.
+
+    Strict like ``data.validate_rows``: exact fields, booleans and numeric strings are not
+    numbers, 12.5 is not an integer, categories are a closed set and numbers have a range.
+    One difference: 12.0 counts as the integer 12, as JSON Schema (the documented contract)
+    defines it; the row passed on holds the int. ``whole_floats=False`` leaves that out: no
+    Python callback per value, so validation runs in pydantic-core alone, twice as fast.
+    A TypedDict rather than a model: validation yields the plain dicts prediction takes.
+    """
+    fields = {}
+    for feature in data.SCHEMA.features:
+        if isinstance(feature, data.CategoricalFeature):
+            kind = Literal[feature.categories]  # type: ignore[valid-type]
+            fields[feature.name] = Annotated[kind, Field(description=feature.description)]
+        else:
+            limits = Field(ge=feature.minimum, le=feature.maximum,
+                           description=feature.description)
+            if feature.integer:
+                accept = [BeforeValidator(_integral_float_to_int)] if whole_floats else []
+                fields[feature.name] = Annotated[(StrictInt, limits, *accept)]
+            else:  # a float feature takes whole numbers too, but never NaN or infinity
+                fields[feature.name] = Annotated[float, limits, Field(allow_inf_nan=False)]
+    record = TypedDict("Record", fields)
+    record.__pydantic_config__ = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [data.SCHEMA.example]})
+    return record
+
+
+def batch_model(record: type, max_rows: int) -> type:
+    """The request type of a batch: ``{"records": [record, ...]}`` of 1 to ``max_rows``."""
+    batch = TypedDict("Batch", {
+        "records": Annotated[list[record], Field(min_length=1, max_length=max_rows)]})
+    batch.__pydantic_config__ = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [{"records": [data.SCHEMA.example]}]})
+    return batch
+
+
+def _request_kind(payload) -> str:
+    # Choosing the branch up front keeps error messages about the body the client meant.
+    return "batch" if isinstance(payload, dict) and "records" in payload else "record"
+
+
+def predict_request_type(record: type, batch: type):
+    """The body of ``POST /predict``: one record or a batch."""
+    return Annotated[
+        Union[Annotated[record, Tag("record")], Annotated[batch, Tag("batch")]],
+        Discriminator(_request_kind),
+    ]
+
+
+class PredictResponse(BaseModel):
+    """Predictions of the requested rows, in request order."""
+
+    request_id: str = Field(description="The X-Request-ID header's value, or a new id.")
+    model_version: str
+    predictions: list[int] = Field(description="Predicted class of each row.")
+    probabilities: list[float] = Field(description="Probability of class 1 of each row.")
+
+
+class ErrorItem(BaseModel):
+    """One problem of a request."""
+
+    field: str = Field(description="Where the problem is, e.g. records.3.age.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Why a request was refused."""
+
+    detail: str = Field(description="What is wrong, in one sentence.")
+    errors: list[ErrorItem] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Whether the model is loaded and its self-check passed."""
+
+    ready: bool
+    model_version: str | None = None
+    reason: str | None = None
+
+
+class ModelInfo(BaseModel):
+    """The served model version and what is known about it."""
+
+    name: str
+    model_version: str
+    note: str | None = None
+    trained_at: str | None = None
+    metrics: dict = Field(default_factory=dict)
+    data: dict = Field(default_factory=dict)
+
+
+class TrainRequest(BaseModel):
+    """Options of a training run."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    test_mode: StrictBool = Field(
+        False, description="Train a throw-away test model; the served model stays."
+    )
+
+
+class TrainResponse(BaseModel):
+    """What a training run stored."""
+
+    name: str
+    model_version: str
+    test_mode: bool
+    trained_at: str | None = None
+    metrics: dict = Field(default_factory=dict)
+
+
+class LogFile(BaseModel):
+    """A log file that ``GET /logs/{name}`` serves."""
+
+    name: str
+    bytes: int
+
+
+ERRORS = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+    404: {"model": ErrorResponse, "description": "Not found."},
+    413: {"model": ErrorResponse, "description": "Request body too large."},
+    422: {"model": ErrorResponse, "description": "Invalid request; the message names the field."},
+    503: {"model": ErrorResponse, "description": "No model is loaded."},
+}
+
+
+def documented_errors(*codes: int) -> dict:
+    """The ``responses`` entries of an endpoint that refuses with these status codes."""
+    return {code: ERRORS[code] for code in codes}
+
+
+# ----------------------------------------------------------------------------- JSON bodies
+
+def json_response(content, status_code: int = 200, headers: dict | None = None) -> Response:
+    """A JSON response serialised with orjson."""
+    return Response(orjson.dumps(content), status_code=status_code, media_type=JSON,
+                    headers=headers)
+
+
+def _field(location) -> str:
+    # Drop the union tag ("record"/"batch") the client never wrote.
+    parts = [str(part) for part in location if part not in ("record", "batch", "body")]
+    return ".".join(parts) or "body"
+
+
+def error_items(error: ValidationError | RequestValidationError) -> list[dict]:
+    """The problems of a pydantic error as ``{"field", "message"}`` items."""
+    items = []
+    for item in error.errors():
+        message = item["msg"]
+        if item["type"] == "json_invalid":
+            message = f"invalid JSON: {item.get('ctx', {}).get('error', message)}"
+        items.append({"field": _field(item["loc"]), "message": message})
+    return items
+
+
+def error_response(status_code: int, detail: str, request_id: str | None = None,
+                   errors: list[dict] | None = None, headers: dict | None = None) -> Response:
+    """The JSON error body of every refusal."""
+    return json_response({"detail": detail, "errors": errors or [], "request_id": request_id},
+                         status_code, headers)
+
+
+def error_summary(items: list[dict]) -> str:
+    """The ``detail`` of a 422: the first problem, and how many more there are."""
+    first = items[0]
+    more = f" (and {len(items) - 1} more problems)" if len(items) > 1 else ""
+    return f"{first['field']}: {first['message']}{more}"
