@@ -1,6 +1,7 @@
 """Drift monitoring: in-distribution traffic passes, shifted traffic and outliers fail."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -116,6 +117,19 @@ def test_the_report_and_the_plot_are_written(served_settings, traffic, tmp_path)
         *(f"FEATURE {name}" for name in data.FEATURES)}
     png = (tmp_path / "reports" / report["plot"].rsplit("/", 1)[-1]).read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def test_without_matplotlib_the_report_is_written_and_the_plot_skipped(
+        served_settings, traffic, tmp_path, monkeypatch, capsys):
+    # What the serving image has: no `plots` extra. A None entry makes the import fail.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    log_traffic(served_settings, traffic)
+    status = monitoring.run_monitor(served_settings, report_dir=tmp_path / "reports")
+    assert status == monitoring.EXIT_PASSED
+    report = json.loads(next((tmp_path / "reports").glob("monitor-0.1-*.json")).read_text())
+    assert report["plot"] is None and report["passed"] is True
+    assert not list((tmp_path / "reports").glob("*.png"))
+    assert "matplotlib is not installed" in capsys.readouterr().out
 
 
 def test_a_large_window_is_checked_on_a_sample(served_settings, monkeypatch, capsys):

@@ -50,6 +50,8 @@ PERCENTILE = 99.0
 CONTAMINATION = 0.01
 # Larger windows are subsampled: thresholds for 2,000 rows are already tight.
 MAX_ROWS = 2000
+# What installs the plot's library, for the message where it is missing.
+PLOTS_REQUIREMENT = "{{ cookiecutter.project }}[plots]"
 SEED = 0
 
 
@@ -305,9 +307,17 @@ def production_sample(settings: Settings, *, version: str, test_mode: bool = Fal
     return frame, predictions
 
 
-def plot(baseline: Baseline, production: pd.DataFrame, report: Report, path: Path) -> Path:
-    """A PNG: production rows over the training data and envelope (PCA), and feature drift."""
-    import matplotlib
+def plot(baseline: Baseline, production: pd.DataFrame, report: Report,
+         path: Path) -> Path | None:
+    """A PNG: production rows over the training data and envelope (PCA), and feature drift.
+
+    None when matplotlib (the ``plots`` extra) is not installed, as in the serving image: the
+    JSON report and the exit status carry every check without it.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        return None
 
     matplotlib.use("Agg")  # files only: no display on servers and in CronJobs
     import matplotlib.pyplot as plt
@@ -342,7 +352,6 @@ def plot(baseline: Baseline, production: pd.DataFrame, report: Report, path: Pat
     figure.suptitle(f"Model {report.model_version}: drift check {verdict} "
                     f"({report.sample_rows} production rows, {report.training_rows} training)")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
@@ -369,11 +378,12 @@ def run_monitor(settings: Settings, *, test_mode: bool = False, days: float | No
     report = compare(baseline, production, predictions, model_version=loaded.version,
                      n_bootstrap=n_bootstrap, percentile=percentile)
     report_dir = Path(report_dir) if report_dir is not None else settings.log_dir / "monitoring"
+    report_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     stem = f"monitor{'-test' if test_mode else ''}-{loaded.version}-{stamp}"
     image = plot(baseline, production.iloc[:MAX_ROWS], report, report_dir / f"{stem}.png")
     document = report_dir / f"{stem}.json"
-    document.write_bytes(orjson.dumps({**report.to_dict(), "plot": str(image)},
+    document.write_bytes(orjson.dumps({**report.to_dict(), "plot": image and str(image)},
                                       option=orjson.OPT_INDENT_2))
     sampled = (f", a sample of {report.sample_rows}"
                if report.sample_rows < report.production_rows else "")
@@ -381,5 +391,7 @@ def run_monitor(settings: Settings, *, test_mode: bool = False, days: float | No
           f"{sampled} against {report.training_rows} training rows; thresholds: "
           f"{report.percentile:g}th percentile of {report.n_bootstrap} bootstrap samples")
     print(report.text())
-    print(f"Report: {document}\nPlot: {image}")
+    print(f"Report: {document}")
+    print(f"Plot: {image}" if image else
+          f"Plot: not drawn; matplotlib is not installed (pip install '{PLOTS_REQUIREMENT}')")
     return EXIT_PASSED if report.passed else EXIT_FAILED
