@@ -5,7 +5,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from {{ cookiecutter.package }} import data, logs, model, service
+from {{ cookiecutter.package }} import data, logs, model, scoring, service
 from {{ cookiecutter.package }}.config import Settings
 
 TOKEN = "correct horse battery staple"
@@ -284,7 +284,7 @@ def test_a_server_bug_is_a_json_500_with_the_request_id(served_settings, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(model, "predict_requests", broken)
+    monkeypatch.setattr(scoring, "predict_requests", broken)
     app = service.create_app(served_settings)
     with TestClient(app, raise_server_exceptions=False) as client:
         answer = client.post("/predict", json=RECORD, headers={"X-Request-ID": "bug-1"})

@@ -169,7 +169,7 @@ def test_fast_scoring_matches_the_pipeline(loaded, small_dataset):
 def test_a_forest_is_scored_through_its_own_predict_proba(small_dataset):
     forest = model.build_pipeline(RandomForestClassifier(n_estimators=5, random_state=0))
     forest.fit(small_dataset[data.FEATURES], small_dataset[data.TARGET])
-    loaded = model.LoadedModel(forest, {}, "model", "0.1", path=None)
+    loaded = model.PipelineModel(forest, {}, "model", "0.1", path=None)
     assert loaded.scorer is not None
     np.testing.assert_allclose(loaded.positive_probability([EXAMPLE]),
                                forest.predict_proba(pd.DataFrame([EXAMPLE]))[:, 1])
@@ -177,7 +177,7 @@ def test_a_forest_is_scored_through_its_own_predict_proba(small_dataset):
 
 def test_an_unsupported_pipeline_falls_back_to_scikit_learn(loaded, small_dataset):
     pipeline = Pipeline([("identity", FunctionTransformer()), *loaded.pipeline.steps])
-    fallback = model.LoadedModel(pipeline, {}, "model", "0.1", path=None)
+    fallback = model.PipelineModel(pipeline, {}, "model", "0.1", path=None)
     assert fallback.scorer is None
     frame = small_dataset[data.FEATURES]
     np.testing.assert_allclose(fallback.positive_probability(frame),
@@ -199,7 +199,7 @@ def fit_with_numeric_step(step, frame):
 
 def test_fast_scoring_honours_a_scaler_without_centering(small_dataset):
     pipeline = fit_with_numeric_step(StandardScaler(with_mean=False), small_dataset)
-    loaded = model.LoadedModel(pipeline, {}, "model", "0.1", path=None)
+    loaded = model.PipelineModel(pipeline, {}, "model", "0.1", path=None)
     assert loaded.scorer is not None
     frame = small_dataset[data.FEATURES]
     np.testing.assert_allclose(loaded.positive_probability(frame),
@@ -208,16 +208,17 @@ def test_fast_scoring_honours_a_scaler_without_centering(small_dataset):
 
 def test_an_unknown_transformer_falls_back_to_scikit_learn(small_dataset):
     pipeline = fit_with_numeric_step(MinMaxScaler(), small_dataset)
-    loaded = model.LoadedModel(pipeline, {}, "model", "0.1", path=None)
+    loaded = model.PipelineModel(pipeline, {}, "model", "0.1", path=None)
     assert loaded.scorer is None
     np.testing.assert_allclose(loaded.positive_probability([EXAMPLE]),
                                pipeline.predict_proba(pd.DataFrame([EXAMPLE]))[:, 1])
 
 
 def test_a_disagreeing_fast_scorer_is_not_used(loaded, monkeypatch, caplog):
-    monkeypatch.setattr(model.FastScorer, "positive_probability",
+    monkeypatch.setattr(model.NumpyScorer, "positive_probability",
                         lambda self, columns: np.zeros(len(next(iter(columns.values())))))
-    reloaded = model.LoadedModel(loaded.pipeline, loaded.metadata, "test-model", "0.1", loaded.path)
+    reloaded = model.PipelineModel(loaded.pipeline, loaded.metadata, "test-model", "0.1",
+                                   loaded.path)
     assert reloaded.scorer is None
     assert "disagrees" in caplog.text
 

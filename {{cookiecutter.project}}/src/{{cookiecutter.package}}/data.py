@@ -3,6 +3,9 @@
 ``SCHEMA`` is the single source of truth for the model's inputs. Training, prediction, the
 HTTP request model and drift monitoring all read feature names, types, categories and ranges
 from it, so swapping in a team's real data starts (and mostly ends) here.
+
+pandas is imported inside the functions that build or read DataFrames: the service validates
+and scores rows without it, and importing it costs a fifth of a second at start-up.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Union
+from typing import IO, TYPE_CHECKING, Union
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class DataValidationError(ValueError):
@@ -125,7 +131,17 @@ FEATURES: list[str] = SCHEMA.feature_names
 TARGET: str = SCHEMA.target
 _FEATURE_SET = frozenset(FEATURES)
 
-Records = Union[Mapping, Sequence[Mapping], np.ndarray, pd.DataFrame]
+Records = Union[Mapping, Sequence[Mapping], np.ndarray, "pd.DataFrame"]
+
+
+def is_frame(value) -> bool:
+    """Whether ``value`` is a pandas DataFrame, without importing pandas to find out.
+
+    A DataFrame exists only once pandas was imported, so a process that never imported it
+    (the service) answers no at no cost.
+    """
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
 
 
 def make_default_dataset(n_rows: int = 1000, seed: int = 20240) -> pd.DataFrame:
@@ -134,6 +150,8 @@ def make_default_dataset(n_rows: int = 1000, seed: int = 20240) -> pd.DataFrame:
     Subscription follows a logistic relation to the features (more streams and a bigger plan
     help, age and Singapore hurt slightly), so a model has a real signal to learn.
     """
+    import pandas as pd  # start-up cost: see the module docstring
+
     if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
         raise ValueError(f"n_rows must be a positive integer, got {n_rows!r}")
     rng = np.random.default_rng(seed)
@@ -171,9 +189,12 @@ def _describe(value) -> str:
 
 
 def _is_missing(value) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
+    if value is None:
         return True
-    return isinstance(value, (float, np.floating)) and math.isnan(value)
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    pandas = sys.modules.get("pandas")  # its missing values exist only if it was imported
+    return pandas is not None and (value is pandas.NA or value is pandas.NaT)
 
 
 def value_problem(feature: Feature, value) -> str | None:
@@ -268,12 +289,16 @@ def validate_rows(records: Mapping | Sequence[Mapping] | np.ndarray) -> list[Map
 
 def rows_to_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
     """Turn validated rows into a DataFrame with the schema's column order and dtypes."""
+    import pandas as pd  # start-up cost: see the module docstring
+
     frame = pd.DataFrame.from_records(list(rows), columns=FEATURES)
     return frame.astype(SCHEMA.dtypes)
 
 
 def _first_problem(feature: Feature, column: pd.Series) -> tuple[int, str] | None:
     """Find the first invalid value of a column: vectorised when the dtype allows it."""
+    import pandas as pd  # start-up cost: see the module docstring
+
     values = column.to_numpy()
     if isinstance(feature, CategoricalFeature):
         bad = ~column.isin(feature.categories).to_numpy()
@@ -359,7 +384,7 @@ def validate_records(records: Records) -> pd.DataFrame:
     a wrong type, an unknown category, a value out of range. In a DataFrame, a float column of
     whole numbers counts as integers (pandas turns an integer column with a NaN into floats).
     """
-    if isinstance(records, pd.DataFrame):
+    if is_frame(records):
         return _validate_frame(
             records, with_target=False, allow_extra=False, where=lambda i: f"row {i}"
         )
@@ -368,7 +393,7 @@ def validate_records(records: Records) -> pd.DataFrame:
 
 def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     """Validate a training data set: every feature plus the target; extra columns are dropped."""
-    if not isinstance(frame, pd.DataFrame):
+    if not is_frame(frame):
         raise DataValidationError(f"expected a DataFrame, got {_describe(frame)}")
     return _validate_frame(
         frame, with_target=True, allow_extra=True, where=lambda i: f"row {i}", noun="column"
@@ -380,6 +405,8 @@ _INTEGER = r"\s*[+-]?\d{1,18}\s*"
 
 def _parse_csv_column(feature: Feature, text: pd.Series, where) -> pd.Series:
     """Parse one column read as strings into the feature's type, naming the first bad line."""
+    import pandas as pd  # start-up cost: see the module docstring
+
     if isinstance(feature, CategoricalFeature):
         return text.astype(object)
     if feature.integer:
@@ -410,6 +437,8 @@ def load_csv(source: str | os.PathLike | IO, *, with_target: bool = True,
     holds records to predict. Columns not in the schema are ignored. Raises
     ``DataValidationError`` naming the file (or ``name``), line and column of the first problem.
     """
+    import pandas as pd  # start-up cost: see the module docstring
+
     if name is None:
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<stream>"
     try:

@@ -2,7 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from . import model
+from . import scoring
 
 
 class Metrics:
@@ -40,7 +40,7 @@ class Metrics:
         series[0].inc()
         series[1].observe(seconds)
 
-    def served(self, loaded: model.LoadedModel) -> None:
+    def served(self, loaded: scoring.LoadedModel) -> None:
         """Mark ``loaded`` as the served version."""
         self.info.clear()
         self.info.labels(loaded.version, loaded.name).set(1)

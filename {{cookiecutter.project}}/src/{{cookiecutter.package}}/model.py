@@ -3,16 +3,19 @@
 Training compares candidate pipelines by cross-validation on the training split, against a
 baseline that always predicts the class prior, keeps the simplest candidate within one
 standard error of the best, evaluates it once on a held-out split and stores it in the
-registry with its metrics. Prediction validates the records, scores them and logs every row.
+registry with its metrics, with a plain-JSON scoring spec when numpy alone can score it.
+
+Prediction (validate, score, log every row) lives in ``scoring``, which serving uses without
+scikit-learn; its names are re-exported here for the command line and monitoring.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,10 @@ from . import data as dataset
 from . import logs
 from .config import Settings
 from .registry import Registry, artifact_name
+from .scoring import (  # noqa: F401 - re-exported: the CLI, monitoring and tests use them here
+    LOGISTIC, SPEC_FORMAT, LoadedModel, NumpyScorer, Prediction, SpecError, classify, predict,
+    predict_requests,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,25 +74,6 @@ class TrainResult:
     def metrics(self) -> dict:
         """Held-out, baseline and cross-validation metrics."""
         return self.metadata["metrics"]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Labels and positive-class probabilities of the predicted rows, with the model version."""
-
-    labels: list[int]
-    probabilities: list[float]
-    model_version: str
-    request_id: str
-
-    def to_dict(self) -> dict:
-        """A JSON-ready view of the prediction."""
-        return {
-            "request_id": self.request_id,
-            "model_version": self.model_version,
-            "predictions": self.labels,
-            "probabilities": self.probabilities,
-        }
 
 
 def build_pipeline(classifier) -> Pipeline:
@@ -252,6 +240,7 @@ def train(settings: Settings, data: pd.DataFrame | None = None, *,
     artifact = Registry(settings.registry_dir).save(
         name, settings.version,
         estimator=pipeline,
+        scorer_spec=verified_scorer_spec(pipeline),
         training_data=frame,
         metadata={
             "note": settings.version_note,
@@ -282,66 +271,56 @@ def train(settings: Settings, data: pd.DataFrame | None = None, *,
                        metadata=artifact.metadata)
 
 
-class FastScorer:
+def scoring_spec(pipeline: Pipeline) -> dict:
+    """The JSON-ready scoring spec of a pipeline ``build_pipeline`` makes (see ``scoring``).
+
+    The encoders' columns and statistics always; the classifier's coefficients when it is a
+    binary logistic regression, else ``"classifier": None`` (numpy cannot score it alone).
+    Raises ``TypeError`` for a pipeline of another shape.
+    """
+    preprocess, classifier = pipeline.steps[0][1], pipeline.steps[-1][1]
+    if len(pipeline.steps) != 2 or not isinstance(preprocess, ColumnTransformer):
+        raise TypeError("unsupported pipeline shape")
+    encoders = []
+    offset = 0
+    for name, transformer, columns in preprocess.transformers_:
+        if name == "remainder" and transformer == "drop":
+            continue
+        if isinstance(transformer, OneHotEncoder) and transformer.drop_idx_ is None:
+            for column, categories in zip(columns, transformer.categories_):
+                index = {str(category): offset + i for i, category in enumerate(categories)}
+                encoders.append({"kind": "one_hot", "feature": column, "columns": index})
+                offset += len(categories)
+        elif isinstance(transformer, StandardScaler):
+            for i, column in enumerate(columns):
+                mean = float(transformer.mean_[i]) if transformer.with_mean else 0.0
+                scale = float(transformer.scale_[i]) if transformer.with_std else 1.0
+                encoders.append({"kind": "standardize", "feature": column, "column": offset,
+                                 "mean": mean, "scale": scale})
+                offset += 1
+        else:
+            raise TypeError(f"unsupported transformer {type(transformer).__name__}")
+    if list(classifier.classes_) != list(dataset.SCHEMA.classes):
+        raise TypeError("unsupported classes")
+    linear = None
+    if isinstance(classifier, LogisticRegression) and classifier.coef_.shape[0] == 1:
+        linear = {"kind": LOGISTIC, "coef": [float(c) for c in classifier.coef_[0]],
+                  "intercept": float(classifier.intercept_[0])}
+    return {"format": SPEC_FORMAT, "features": list(dataset.FEATURES),
+            "classes": [int(c) for c in dataset.SCHEMA.classes], "width": offset,
+            "encoders": encoders, "classifier": linear}
+
+
+def fast_scorer(pipeline: Pipeline) -> NumpyScorer:
     """The pipeline's positive-class probability computed with plain numpy.
 
     scikit-learn's per-call overhead (input checks, column selection through pandas) costs
     milliseconds, far more than the model itself; for the pipeline ``build_pipeline`` makes,
-    the same arithmetic takes microseconds. ``LoadedModel`` verifies this scorer against the
-    pipeline on a grid of records at load time and falls back to the pipeline otherwise.
+    the same arithmetic takes microseconds. A classifier other than a logistic regression
+    scores the numpy-encoded rows itself. Raises ``TypeError`` for an unsupported pipeline.
     """
-
-    def __init__(self, pipeline: Pipeline):
-        preprocess, classifier = pipeline.steps[0][1], pipeline.steps[-1][1]
-        if len(pipeline.steps) != 2 or not isinstance(preprocess, ColumnTransformer):
-            raise TypeError("unsupported pipeline shape")
-        self._encoders = []
-        offset = 0
-        for name, transformer, columns in preprocess.transformers_:
-            if name == "remainder" and transformer == "drop":
-                continue
-            if isinstance(transformer, OneHotEncoder) and transformer.drop_idx_ is None:
-                for column, categories in zip(columns, transformer.categories_):
-                    index = {category: offset + i for i, category in enumerate(categories)}
-                    self._encoders.append(("onehot", column, index))
-                    offset += len(categories)
-            elif isinstance(transformer, StandardScaler):
-                for i, column in enumerate(columns):
-                    mean = transformer.mean_[i] if transformer.with_mean else 0.0
-                    scale = transformer.scale_[i] if transformer.with_std else 1.0
-                    self._encoders.append(("scale", column, (offset, mean, scale)))
-                    offset += 1
-            else:
-                raise TypeError(f"unsupported transformer {type(transformer).__name__}")
-        self.width = offset
-        if list(classifier.classes_) != list(dataset.SCHEMA.classes):
-            raise TypeError("unsupported classes")
-        if isinstance(classifier, LogisticRegression) and classifier.coef_.shape[0] == 1:
-            self._coef, self._intercept = classifier.coef_[0], float(classifier.intercept_[0])
-            self._classifier = None
-        else:
-            self._classifier = classifier
-
-    def encode(self, columns: dict) -> np.ndarray:
-        """The preprocessed matrix of rows given as a mapping of column name to values."""
-        n_rows = len(next(iter(columns.values())))
-        matrix = np.zeros((n_rows, self.width))
-        rows = np.arange(n_rows)
-        for kind, column, spec in self._encoders:
-            values = columns[column]
-            if kind == "onehot":
-                matrix[rows, [spec[value] for value in values]] = 1.0
-            else:
-                offset, mean, scale = spec
-                matrix[:, offset] = (np.asarray(values, dtype=float) - mean) / scale
-        return matrix
-
-    def positive_probability(self, columns: dict) -> np.ndarray:
-        """P(class 1) for each row."""
-        matrix = self.encode(columns)
-        if self._classifier is not None:
-            return self._classifier.predict_proba(matrix)[:, 1]
-        return 1.0 / (1.0 + np.exp(-(matrix @ self._coef + self._intercept)))
+    spec = scoring_spec(pipeline)
+    return NumpyScorer(spec, classifier=None if spec["classifier"] else pipeline.steps[-1][1])
 
 
 def check_records(n_rows: int = 64) -> pd.DataFrame:
@@ -359,60 +338,63 @@ def check_records(n_rows: int = 64) -> pd.DataFrame:
     return dataset.validate_records(pd.DataFrame(columns))
 
 
-@dataclass
-class LoadedModel:
-    """A loaded, verified model version ready to predict."""
+def agrees_with(scorer: NumpyScorer, pipeline: Pipeline) -> bool:
+    """Whether a numpy scorer gives the pipeline's probabilities on ``check_records``."""
+    frame = check_records()
+    expected = pipeline.predict_proba(frame)[:, 1]
+    actual = scorer.positive_probability({c: frame[c].to_numpy() for c in frame.columns})
+    return bool(np.allclose(actual, expected, rtol=0, atol=1e-9))
 
-    pipeline: Pipeline
-    metadata: dict
-    name: str
-    version: str
-    path: Path
-    scorer: FastScorer | None = field(default=None, repr=False)
+
+def verified_scorer_spec(pipeline: Pipeline) -> bytes | None:
+    """The pipeline's scoring spec as JSON bytes, if numpy alone scores it as the pipeline does.
+
+    The spec is checked the way the service will use it: parsed back from these very bytes.
+    None (and a log line saying why) when the pipeline needs scikit-learn to score.
+    """
+    try:
+        spec = scoring_spec(pipeline)
+    except (TypeError, AttributeError) as error:
+        logger.info("no scoring spec: %s", error)
+        return None
+    if spec["classifier"] is None:
+        logger.info("no scoring spec: %s needs scikit-learn to score",
+                    type(pipeline.steps[-1][1]).__name__)
+        return None
+    payload = (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    try:
+        agrees = agrees_with(NumpyScorer(json.loads(payload)), pipeline)
+    except SpecError as error:
+        logger.warning("no scoring spec: %s", error)
+        return None
+    if not agrees:
+        logger.warning("no scoring spec: its numpy scoring disagrees with the pipeline")
+        return None
+    return payload
+
+
+@dataclass
+class PipelineModel(LoadedModel):
+    """A model version loaded from its pipeline; numpy scores it when verified to agree."""
 
     def __post_init__(self):
-        self.scorer = self._verified_scorer()
+        if self.scorer is None:
+            self.scorer = self._verified_scorer()
 
-    def _verified_scorer(self) -> FastScorer | None:
+    def _verified_scorer(self) -> NumpyScorer | None:
         try:
-            scorer = FastScorer(self.pipeline)
-        except (TypeError, AttributeError) as error:
+            scorer = fast_scorer(self.pipeline)
+        except (TypeError, AttributeError, SpecError) as error:
             logger.info("fast scoring unavailable (%s); using the pipeline", error)
             return None
-        frame = check_records()
-        expected = self.pipeline.predict_proba(frame)[:, 1]
-        actual = scorer.positive_probability({c: frame[c].to_numpy() for c in frame.columns})
-        if not np.allclose(actual, expected, rtol=0, atol=1e-9):
+        if not agrees_with(scorer, self.pipeline):
             logger.warning("fast scoring disagrees with the pipeline; using the pipeline")
             return None
         return scorer
 
-    def positive_probability(self, records) -> np.ndarray:
-        """P(class 1) of validated records: a list of dicts or a DataFrame in schema order."""
-        if isinstance(records, pd.DataFrame):
-            if self.scorer is None:
-                return self.pipeline.predict_proba(records)[:, 1]
-            return self.scorer.positive_probability(
-                {c: records[c].to_numpy() for c in dataset.FEATURES}
-            )
-        if self.scorer is None:
-            return self.pipeline.predict_proba(dataset.rows_to_frame(records))[:, 1]
-        return self.scorer.positive_probability(
-            {c: [row[c] for row in records] for c in dataset.FEATURES}
-        )
 
-    def self_check(self) -> bool:
-        """Whether the model predicts a valid probability for the schema's example record."""
-        try:
-            probability = float(self.positive_probability([dataset.SCHEMA.example])[0])
-        except Exception:  # any failure at all means the model is not ready
-            logger.exception("self-check prediction failed")
-            return False
-        return 0.0 <= probability <= 1.0
-
-
-def load_model(settings: Settings, *, test_mode: bool = False) -> LoadedModel:
-    """Load and verify the configured model version from the registry.
+def load_model(settings: Settings, *, test_mode: bool = False) -> PipelineModel:
+    """Load and verify the configured model version's pipeline from the registry.
 
     Raises ``registry.ModelNotFoundError`` when it was never trained and
     ``registry.IntegrityError`` when its files were modified.
@@ -421,81 +403,11 @@ def load_model(settings: Settings, *, test_mode: bool = False) -> LoadedModel:
     pipeline, artifact = Registry(settings.registry_dir).load(
         name, settings.version, trusted_types=TRUSTED_TYPES
     )
-    return LoadedModel(pipeline=pipeline, metadata=artifact.metadata, name=name,
-                       version=settings.version, path=artifact.path)
+    return PipelineModel(pipeline=pipeline, metadata=artifact.metadata, name=name,
+                         version=settings.version, path=artifact.path)
 
 
 def load_training_data(settings: Settings, *, test_mode: bool = False) -> pd.DataFrame:
     """The archived, checksum-verified training data of the configured model version."""
     return Registry(settings.registry_dir).training_data(artifact_name(test_mode),
                                                          settings.version)
-
-
-def classify(probabilities: list[float]) -> list[int]:
-    """The predicted class of each row: 1 where its probability is over one half."""
-    return [1 if p > 0.5 else 0 for p in probabilities]
-
-
-def predict(loaded: LoadedModel, records: dataset.Records, *, settings: Settings,
-            request_id: str | None = None, test_mode: bool = False,
-            validated: bool = False) -> Prediction:
-    """Validate and predict records (a dict, a list of dicts, an array, a DataFrame); log rows.
-
-    Raises ``dataset.DataValidationError`` naming the row, field and problem of invalid input.
-    ``validated`` skips the check for a list of rows the caller has already validated with
-    the same rules (the HTTP service's request model), which saves most of a large batch's time.
-    """
-    started = time.perf_counter()
-    if isinstance(records, pd.DataFrame):
-        frame = dataset.validate_records(records)
-        probabilities = loaded.positive_probability(frame)
-        rows = frame.to_dict("records")
-    else:
-        rows = records if validated else dataset.validate_rows(records)
-        probabilities = loaded.positive_probability(rows)
-    probabilities = probabilities.tolist()
-    labels = classify(probabilities)
-    runtime = time.perf_counter() - started
-    request_id = request_id or uuid.uuid4().hex
-    logs.log_predictions(
-        settings.log_dir,
-        test_mode=test_mode,
-        model_version=loaded.version,
-        request_id=request_id,
-        runtime=runtime,
-        rows=rows,
-        labels=labels,
-        probabilities=probabilities,
-        log_inputs=settings.log_inputs,
-    )
-    return Prediction(labels=labels, probabilities=probabilities,
-                      model_version=loaded.version, request_id=request_id)
-
-
-def predict_requests(loaded: LoadedModel, requests, *, settings: Settings,
-                     test_mode: bool = False) -> list[Prediction]:
-    """Predict several requests' validated rows in one model call and one log append.
-
-    ``requests`` is a sequence of ``(rows, request_id)``. This is what a server does with
-    requests that arrive together: the model's per-call cost and the log's file operations are
-    paid once for all of them, while each request keeps its own predictions, request id and
-    row numbers in the log.
-    """
-    started = time.perf_counter()
-    rows = [row for request_rows, _ in requests for row in request_rows]
-    probabilities = loaded.positive_probability(rows).tolist()
-    labels = classify(probabilities)
-    runtime = time.perf_counter() - started
-    predictions, logged, start = [], [], 0
-    for request_rows, request_id in requests:
-        end = start + len(request_rows)
-        prediction = Prediction(labels=labels[start:end], probabilities=probabilities[start:end],
-                                model_version=loaded.version, request_id=request_id)
-        predictions.append(prediction)
-        logged.append(logs.PredictedRequest(request_id, runtime, request_rows,
-                                            prediction.labels, prediction.probabilities))
-        start = end
-    logs.log_prediction_requests(settings.log_dir, test_mode=test_mode,
-                                 model_version=loaded.version, requests=logged,
-                                 log_inputs=settings.log_inputs)
-    return predictions

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import model
+from . import scoring
 from .config import Settings
 from .schemas import error_items, error_response, error_summary, json_response
 from .served_model import ModelState
@@ -37,8 +37,8 @@ class PredictionBatcher:
         self.settings = settings
         self.pending: list[tuple] = []
 
-    def submit(self, loaded: model.LoadedModel, rows: list, request_id: str) -> asyncio.Future:
-        """Queue a request's validated rows; the future gets its ``model.Prediction``."""
+    def submit(self, loaded: scoring.LoadedModel, rows: list, request_id: str) -> asyncio.Future:
+        """Queue a request's validated rows; the future gets its ``scoring.Prediction``."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self.pending:
@@ -53,7 +53,7 @@ class PredictionBatcher:
         for loaded, group in itertools.groupby(pending, key=lambda item: item[0]):
             group = list(group)
             try:
-                predictions = model.predict_requests(
+                predictions = scoring.predict_requests(
                     loaded, [(rows, request_id) for _, rows, request_id, _ in group],
                     settings=self.settings)
             except Exception as error:  # noqa: BLE001 - each request reports it

@@ -4,6 +4,7 @@ Layout of the registry directory::
 
     .artifacts/<name>-<version>-<timestamp>/   one folder per training run, never modified
         model.skops                            the fitted pipeline (skops: no pickle)
+        scorer.json                            its scoring spec, when numpy alone can score it
         metadata.json                          version, note, metrics, checksums, libraries
         train-data.csv                         the training data, for drift monitoring
     <name>-<version> -> .artifacts/...         symlink to the current folder of a version
@@ -11,6 +12,9 @@ Layout of the registry directory::
 A training run writes its folder under a temporary name, renames it into place, then swaps the
 symlink with ``os.replace``: readers see the old version or the new one, never half of one,
 and a run that fails or is killed leaves the previous version loadable.
+
+skops and pandas are imported by the functions that need them: the service loads a model from
+its scoring spec without either, and importing them costs a good part of a second at start-up.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
-
-import pandas as pd
-import skops.io
+from typing import TYPE_CHECKING
 
 from . import data
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ ARTIFACTS_DIR = ".artifacts"
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 DATA_FILE = "train-data.csv"
+SCORER_FILE = "scorer.json"
 LIBRARIES = ("scikit-learn", "numpy", "pandas", "skops")
 # An interrupted run leaves a temporary folder; one older than this is surely abandoned.
 STALE_TEMP_SECONDS = 3600
@@ -119,12 +125,15 @@ class Registry:
         return self.root / f"{name}-{version}"
 
     def save(self, name: str, version: str, *, estimator, training_data: pd.DataFrame,
-             metadata: dict) -> Artifact:
+             metadata: dict, scorer_spec: bytes | None = None) -> Artifact:
         """Store a fitted estimator, its training data and metadata as the new current artifact.
 
+        ``scorer_spec`` is the estimator's verified scoring spec (JSON bytes), when it has one.
         The metadata gains the name, version, file checksums and library versions. On any
         failure the partial folder is removed and the previous artifact stays current.
         """
+        import skops.io  # imported here: serving a model from its scoring spec does not need it
+
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.artifacts_dir))
         try:
@@ -140,6 +149,9 @@ class Registry:
                 "train_data_sha256": sha256_bytes(data_bytes),
                 "libraries": library_versions(),
             }
+            if scorer_spec is not None:
+                metadata["scorer_sha256"] = sha256_bytes(scorer_spec)
+                _write_file(staging / SCORER_FILE, scorer_spec)
             _write_file(staging / MODEL_FILE, model_bytes)
             _write_file(staging / DATA_FILE, data_bytes)
             self._write_metadata(staging, metadata)
@@ -252,6 +264,8 @@ class Registry:
         and skops refuses every type that is neither safe by default nor in ``trusted_types``.
         Raises ``ModelNotFoundError`` or ``IntegrityError``.
         """
+        import skops.io  # imported here: serving a model from its scoring spec does not need it
+
         folder = self.resolve(name, version)
         metadata = self._read_metadata(folder, name, version)
         payload = self._read_verified(folder / MODEL_FILE, metadata.get("artifact_sha256"))
@@ -270,6 +284,26 @@ class Registry:
                 name, version, built_with, library_versions()["scikit-learn"],
             )
         return estimator, Artifact(path=folder, metadata=metadata)
+
+    def scorer_spec(self, name: str, version: str) -> tuple[dict | None, Artifact]:
+        """The parsed scoring spec of the current artifact (None if it has none), and the artifact.
+
+        The spec and the pipeline it derives from are both checked against their sha256 in the
+        metadata, so a modified artifact is refused whichever file was changed, and without
+        deserialising the pipeline. Raises ``ModelNotFoundError`` or ``IntegrityError``.
+        """
+        folder = self.resolve(name, version)
+        metadata = self._read_metadata(folder, name, version)
+        artifact = Artifact(path=folder, metadata=metadata)
+        if "scorer_sha256" not in metadata:
+            return None, artifact
+        payload = self._read_verified(folder / SCORER_FILE, metadata["scorer_sha256"])
+        self._read_verified(folder / MODEL_FILE, metadata.get("artifact_sha256"))
+        try:
+            spec = json.loads(payload)
+        except ValueError as error:
+            raise IntegrityError(f"{folder / SCORER_FILE}: not JSON ({error})") from None
+        return spec, artifact
 
     def training_data(self, name: str, version: str) -> pd.DataFrame:
         """The archived training data of the current artifact, checksum-verified and validated."""

@@ -5,7 +5,7 @@ import logging
 
 from fastapi import HTTPException
 
-from . import model
+from . import scoring
 from .config import Settings
 from .metrics import Metrics
 from .registry import RegistryError
@@ -19,14 +19,14 @@ class ModelState:
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings = settings
         self.metrics = metrics
-        self.loaded: model.LoadedModel | None = None
+        self.loaded: scoring.LoadedModel | None = None
         self.problem = "not loaded yet"
         self.training = asyncio.Lock()
 
     def load(self) -> bool:
         """Load and self-check the configured version; keep the current one on failure."""
         try:
-            loaded = model.load_model(self.settings)
+            loaded = scoring.load_served_model(self.settings)
         except RegistryError as error:
             if str(error) != self.problem:  # once, not at every readiness probe
                 logger.warning("no model to serve: %s", error)
@@ -40,7 +40,7 @@ class ModelState:
         logger.info("serving %s version %s from %s", loaded.name, loaded.version, loaded.path)
         return True
 
-    def require(self) -> model.LoadedModel:
+    def require(self) -> scoring.LoadedModel:
         """The loaded model, or a 503 naming why there is none."""
         if self.loaded is None:
             raise HTTPException(503, f"no model is loaded: {self.problem}")

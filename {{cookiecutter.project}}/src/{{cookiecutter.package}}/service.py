@@ -32,7 +32,7 @@ from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, logs, model
+from . import __version__, logs, scoring
 from .config import Settings
 from .metrics import Metrics
 from .predict_endpoint import PredictEndpoint
@@ -233,7 +233,7 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _model_info(loaded: model.LoadedModel) -> dict:
+def _model_info(loaded: scoring.LoadedModel) -> dict:
     metadata = loaded.metadata
     metrics = metadata.get("metrics", {})
     return {
@@ -293,6 +293,8 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> No
 
         A production run replaces the served model once it is stored and self-checked.
         """
+        from . import model  # scikit-learn: the service starts without it, training needs it
+
         options = options or TrainRequest()
         if state.training.locked():
             raise HTTPException(409, "a training run is already going on")
