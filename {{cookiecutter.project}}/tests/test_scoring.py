@@ -1,0 +1,291 @@
+"""Serving from the scoring spec: numpy only, verified at training, refused when modified."""
+
+import copy
+import json
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from {{ cookiecutter.package }} import data, model, registry, scoring, service
+from {{ cookiecutter.package }}.registry import IntegrityError, Registry
+
+EXAMPLE = data.SCHEMA.example
+HEAVY = ("sklearn", "scipy", "skops", "pandas")
+
+# Run in a fresh interpreter: the test process itself has imported scikit-learn to train.
+SERVE_AND_LIST_MODULES = """
+import json, sys
+from fastapi.testclient import TestClient
+from {{ cookiecutter.package }}.config import Settings
+from {{ cookiecutter.package }}.service import create_app
+
+app = create_app(Settings(registry_dir=sys.argv[1], log_dir=sys.argv[2]))
+with TestClient(app) as client:
+    ready = client.get("/ready").json()
+    answer = client.post("/predict", json=json.loads(sys.argv[3]))
+print(json.dumps({"ready": ready, "status": answer.status_code, "answer": answer.json(),
+                  "loaded": sorted(name for name in json.loads(sys.argv[4])
+                                   if name in sys.modules)}))
+"""
+
+
+def artifact_of(settings, test_mode=False):
+    """The current artifact folder of the configured version."""
+    return Registry(settings.registry_dir).resolve(registry.artifact_name(test_mode),
+                                                   settings.version)
+
+
+def spec_of(settings, test_mode=False):
+    """The stored scoring spec of the configured version."""
+    return json.loads((artifact_of(settings, test_mode) / registry.SCORER_FILE).read_text())
+
+
+def rewrite_spec(settings, spec, test_mode=False):
+    """Store another spec with a matching checksum, as a consistent edit of both files would."""
+    folder = artifact_of(settings, test_mode)
+    payload = json.dumps(spec).encode()
+    (folder / registry.SCORER_FILE).write_bytes(payload)
+    metadata = json.loads((folder / registry.METADATA_FILE).read_text())
+    metadata["scorer_sha256"] = registry.sha256_bytes(payload)
+    (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+
+
+def test_the_service_serves_the_default_model_without_the_scientific_stack(
+        served_settings, tmp_path):
+    assert "scorer_sha256" in Registry(served_settings.registry_dir).metadata("model", "0.1")
+    completed = subprocess.run(
+        [sys.executable, "-c", SERVE_AND_LIST_MODULES, str(served_settings.registry_dir),
+         str(tmp_path / "subprocess-logs"), json.dumps(EXAMPLE), json.dumps(HEAVY)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )
+    outcome = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert outcome["ready"]["ready"] is True
+    assert outcome["status"] == 200
+    assert outcome["loaded"] == []
+
+
+def test_the_served_prediction_equals_the_pipelines(served_settings):
+    served = scoring.load_served_model(served_settings)
+    pipeline = model.load_model(served_settings).pipeline
+    frame = model.check_records()
+    np.testing.assert_allclose(served.positive_probability(frame.to_dict("records")),
+                               pipeline.predict_proba(frame)[:, 1], rtol=0, atol=1e-9)
+
+
+def test_a_model_served_from_its_spec_has_no_pipeline(served_settings):
+    served = scoring.load_served_model(served_settings)
+    assert served.pipeline is None
+    assert isinstance(served.scorer, scoring.NumpyScorer)
+    assert (served.name, served.version) == ("model", "0.1")
+
+
+def test_training_stores_the_spec_with_its_checksum(loaded):
+    payload = (loaded.path / registry.SCORER_FILE).read_bytes()
+    assert loaded.metadata["scorer_sha256"] == registry.sha256_bytes(payload)
+    spec = json.loads(payload)
+    assert spec["classifier"]["kind"] == scoring.LOGISTIC
+    assert spec["features"] == data.FEATURES
+
+
+def test_the_stored_spec_is_derived_from_the_stored_pipeline(loaded):
+    stored = json.loads((loaded.path / registry.SCORER_FILE).read_text())
+    assert stored == model.scoring_spec(loaded.pipeline)
+
+
+def test_a_random_forest_gets_no_spec_and_is_served_from_its_pipeline(
+        settings, small_dataset, monkeypatch, caplog):
+    monkeypatch.setattr(model, "candidate_models", lambda seed=model.SEED: {
+        "random_forest": RandomForestClassifier(n_estimators=5, random_state=seed)})
+    with caplog.at_level(logging.INFO, logger=model.__name__):
+        result = model.train(settings, small_dataset)
+    assert "RandomForestClassifier needs scikit-learn" in caplog.text
+    assert not (result.path / registry.SCORER_FILE).exists()
+    assert "scorer_sha256" not in result.metadata
+    served = scoring.load_served_model(settings)
+    assert served.pipeline is not None
+    with TestClient(service.create_app(settings)) as client:
+        answer = client.post("/predict", json=EXAMPLE)
+    assert answer.status_code == 200
+    assert answer.json()["probabilities"] == served.positive_probability([EXAMPLE]).tolist()
+
+
+def test_a_spec_that_disagrees_with_the_pipeline_is_not_stored(
+        settings, small_dataset, monkeypatch, quick_training, caplog):
+    monkeypatch.setattr(scoring.NumpyScorer, "positive_probability",
+                        lambda self, columns: np.zeros(len(next(iter(columns.values())))))
+    result = model.train(settings, small_dataset)
+    assert not (result.path / registry.SCORER_FILE).exists()
+    assert "disagrees with the pipeline" in caplog.text
+
+
+def test_a_spec_that_does_not_parse_back_is_not_stored(
+        settings, small_dataset, monkeypatch, quick_training, caplog):
+    scoring_spec = model.scoring_spec
+    monkeypatch.setattr(model, "scoring_spec",
+                        lambda pipeline: {**scoring_spec(pipeline), "width": 0})
+    result = model.train(settings, small_dataset)
+    assert not (result.path / registry.SCORER_FILE).exists()
+    assert "width must be a positive integer" in caplog.text
+
+
+def test_a_registry_without_specs_is_served_from_the_pipeline(served_settings):
+    folder = artifact_of(served_settings)
+    metadata = json.loads((folder / registry.METADATA_FILE).read_text())
+    del metadata["scorer_sha256"]
+    (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+    (folder / registry.SCORER_FILE).unlink()
+    served = scoring.load_served_model(served_settings)
+    assert served.pipeline is not None
+    assert served.self_check()
+
+
+def test_a_modified_spec_is_refused_naming_the_file(served_settings):
+    path = artifact_of(served_settings) / registry.SCORER_FILE
+    path.write_text(path.read_text().replace('"intercept": ', '"intercept": 1'))
+    with pytest.raises(IntegrityError, match=rf"{registry.SCORER_FILE}: checksum mismatch"):
+        scoring.load_served_model(served_settings)
+
+
+def test_a_modified_pipeline_is_refused_although_the_spec_serves(served_settings):
+    with open(artifact_of(served_settings) / registry.MODEL_FILE, "r+b") as stream:
+        stream.seek(100)
+        stream.write(b"tampered")
+    with pytest.raises(IntegrityError, match=rf"{registry.MODEL_FILE}: checksum mismatch"):
+        scoring.load_served_model(served_settings)
+
+
+def test_a_spec_that_is_not_json_is_refused(served_settings):
+    folder = artifact_of(served_settings)
+    (folder / registry.SCORER_FILE).write_bytes(b"{not json")
+    metadata = json.loads((folder / registry.METADATA_FILE).read_text())
+    metadata["scorer_sha256"] = registry.sha256_bytes(b"{not json")
+    (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(IntegrityError, match=rf"{registry.SCORER_FILE}: not JSON"):
+        scoring.load_served_model(served_settings)
+
+
+def test_a_malformed_spec_with_a_matching_checksum_is_refused(served_settings):
+    spec = spec_of(served_settings)
+    spec["classifier"]["coef"] = spec["classifier"]["coef"][:-1]
+    rewrite_spec(served_settings, spec)
+    with pytest.raises(IntegrityError, match="not a usable scoring spec"):
+        scoring.load_served_model(served_settings)
+
+
+def test_the_service_is_not_ready_with_a_modified_spec(served_settings):
+    path = artifact_of(served_settings) / registry.SCORER_FILE
+    path.write_text(path.read_text() + " ")
+    with TestClient(service.create_app(served_settings)) as client:
+        ready = client.get("/ready")
+        predicted = client.post("/predict", json=EXAMPLE)
+    assert ready.status_code == 503
+    assert registry.SCORER_FILE in ready.json()["reason"]
+    assert predicted.status_code == 503
+
+
+def test_the_service_keeps_its_model_when_the_spec_is_modified(served_settings):
+    app = service.create_app(served_settings)
+    with TestClient(app) as client:
+        before = app.state.model.loaded
+        path = artifact_of(served_settings) / registry.SCORER_FILE
+        path.write_text(path.read_text() + " ")
+        assert app.state.model.load() is False
+        assert app.state.model.loaded is before
+        assert client.post("/predict", json=EXAMPLE).status_code == 200
+
+
+def test_a_model_that_fails_its_self_check_is_not_served(served_settings, monkeypatch):
+    monkeypatch.setattr(scoring.LoadedModel, "self_check", lambda self: False)
+    with TestClient(service.create_app(served_settings)) as client:
+        ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert "self-check" in ready.json()["reason"]
+
+
+def test_a_pipeline_of_another_shape_gets_no_spec(loaded, caplog):
+    pipeline = Pipeline([("identity", FunctionTransformer()), *loaded.pipeline.steps])
+    with caplog.at_level(logging.INFO, logger=model.__name__):
+        assert model.verified_scorer_spec(pipeline) is None
+    assert "no scoring spec: unsupported pipeline shape" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def valid_spec(small_dataset):
+    """A spec derived from a fitted logistic regression."""
+    frame = small_dataset
+    pipeline = model.build_pipeline(model.candidate_models()["logistic_regression"])
+    return model.scoring_spec(pipeline.fit(frame[data.FEATURES], frame[data.TARGET]))
+
+
+def test_a_valid_spec_scores_within_the_unit_interval(valid_spec):
+    scorer = scoring.NumpyScorer(valid_spec)
+    probability = scorer.positive_probability({name: [EXAMPLE[name]] for name in data.FEATURES})
+    assert 0.0 < probability[0] < 1.0
+
+
+def change(spec, path, value):
+    """A copy of ``spec`` with the item at ``path`` (keys and indexes) set, or removed if None."""
+    changed = copy.deepcopy(spec)
+    *parents, last = path
+    target = changed
+    for key in parents:
+        target = target[key]
+    if value is None:
+        del target[last]
+    else:
+        target[last] = value
+    return changed
+
+
+@pytest.mark.parametrize("path, value, words", [
+    (("format",), 2, "format"),
+    (("features",), ["age"], "features must be"),
+    (("classes",), [1, 0], "classes must be"),
+    (("width",), True, "width must be a positive integer"),
+    (("width",), 8, "fill the 8 columns exactly once"),
+    (("encoders", 0), "country", "an encoder must name a feature"),
+    (("encoders", 0, "feature"), "height", "an encoder must name a feature"),
+    (("encoders", 0, "kind"), "ordinal", "unsupported encoder kind"),
+    (("encoders", 0, "columns"), {"singapore": "0"}, "columns must map"),
+    (("encoders", 0, "columns", "united_states"), None, "fill the 7 columns exactly once"),
+    (("encoders", 2, "column"), 2.0, "column must be an integer"),
+    (("encoders", 2, "mean"), float("nan"), "mean must be a finite number"),
+    (("encoders", 2, "scale"), 0.0, "scale must not be zero"),
+    (("classifier",), None, "no classifier"),
+    (("classifier", "kind"), "svm", "unsupported classifier"),
+    (("classifier", "coef"), [0.0], "coef must be a list of 7 numbers"),
+    (("classifier", "intercept"), "1", "intercept must be a finite number"),
+])
+def test_a_malformed_spec_is_refused_naming_the_problem(valid_spec, path, value, words):
+    with pytest.raises(scoring.SpecError, match=words):
+        scoring.NumpyScorer(change(valid_spec, path, value))
+
+
+def test_a_spec_that_encodes_a_feature_twice_is_refused(valid_spec):
+    spec = copy.deepcopy(valid_spec)
+    columns = {"singapore": 2, "united_states": 3, "elsewhere": 4}
+    spec["encoders"][1] = {**spec["encoders"][0], "columns": columns}
+    with pytest.raises(scoring.SpecError, match="encoded twice"):
+        scoring.NumpyScorer(spec)
+
+
+def test_a_spec_missing_a_category_of_the_schema_is_refused(valid_spec):
+    spec = copy.deepcopy(valid_spec)
+    spec["encoders"][0]["columns"] = {"singapore": 0, "elsewhere": 1}
+    with pytest.raises(scoring.SpecError, match="every category needs a one-hot column"):
+        scoring.NumpyScorer(spec)
+
+
+def test_a_spec_that_one_hot_encodes_a_number_is_refused(valid_spec):
+    spec = copy.deepcopy(valid_spec)
+    spec["encoders"][2] = {"kind": "one_hot", "feature": "age",
+                           "columns": {"young": spec["encoders"][2]["column"]}}
+    with pytest.raises(scoring.SpecError, match="needs standardizing"):
+        scoring.NumpyScorer(spec)
