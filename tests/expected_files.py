@@ -38,6 +38,7 @@ FILES = {
     "src/{package}/metrics.py": ALWAYS,
     "src/{package}/served_model.py": ALWAYS,
     "src/{package}/predict_endpoint.py": ALWAYS,
+    "src/{package}/scoring.py": ALWAYS,
     # The package's tests
     "tests/conftest.py": ALWAYS,
     "tests/test_api.py": ALWAYS,
@@ -50,6 +51,7 @@ FILES = {
     "tests/test_model.py": ALWAYS,
     "tests/test_monitoring.py": ALWAYS,
     "tests/test_registry.py": ALWAYS,
+    "tests/test_scoring.py": ALWAYS,
     "tests/test_device.py": ALWAYS,
     # Benchmarks
     "benchmarks/flask_reference.py": ALWAYS,

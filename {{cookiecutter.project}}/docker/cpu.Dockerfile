@@ -9,21 +9,29 @@
 # out of reach. The image's Python is the base image's Python.
 ARG BASE_IMAGE=python:3.14-slim-trixie@sha256:51dafde81dbdb6ebde285137a295cf18a47ca95234fe388a343719cb97305b3d
 
-# ---- runtime-base: the user and the pinned dependencies, shared by the stages below -------
-FROM ${BASE_IMAGE} AS runtime-base
+# ---- dependencies: the pinned third-party packages, prepared once per lock change ----------
+# A build stage: its tools (uv, binutils) never reach the image.
+# hadolint ignore=DL3057
+FROM ${BASE_IMAGE} AS dependencies
 
 ARG UV_VERSION=0.13.9
 
-# A fixed, numeric, unprivileged user: Kubernetes' runAsNonRoot can verify it.
-RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
+# binutils' strip, for this stage only. Its version is the base's Debian release's: pinning it
+# would tie the Dockerfile to one base image, and nothing it builds is shipped but the
+# stripped files.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 
-# The dependencies, from the lock, in a layer of their own: a code change does not touch it.
-# One RUN, so that uv (used once, then deleted) and every cache stay out of the layer. The
-# libraries' own test suites (about a quarter of the bytes) are never imported, nor are
-# their build inputs (Cython and C sources, headers, type stubs): removed.
-# Bytecode is compiled because the non-root user cannot write __pycache__ (without it, every
-# start would compile in memory again); unchecked-hash because an image's sources never change.
-# app.pth puts /opt/app, where the builder installs the project, on the venv's path.
+# The dependencies, from the lock. Then what the service never uses leaves: the libraries' own
+# test suites and build inputs (Cython and C sources, headers, type stubs), and the symbol
+# tables of the compiled extensions (the dynamic symbols that loading needs stay). Libraries
+# that auditwheel patched (the vendored *.libs/, and extensions given an RPATH to them) are
+# left as they are: strip corrupts files that patchelf rewrote. Bytecode is compiled because the non-root user cannot write
+# __pycache__ (without it, every start would compile in memory again); unchecked-hash because
+# an image's sources never change. app.pth puts /opt/app, where the builder installs the
+# project, on the venv's path.
 COPY requirements/prod.txt /opt/venv/requirements.txt
 RUN python3 -m venv /tmp/uv \
     && /tmp/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
@@ -34,8 +42,20 @@ RUN python3 -m venv /tmp/uv \
     && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
     && find /opt/venv -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pyi' -o -name '*.c' \
         -o -name '*.cpp' -o -name '*.h' \) -delete \
+    && find /opt/venv -type f -name '*.so*' ! -path '*.libs/*' -exec sh -c 'for lib; do \
+        readelf -d "$lib" | grep -qE "\((RPATH|RUNPATH)\)" || strip --strip-unneeded "$lib"; \
+        done' strip {} + \
     && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv \
-    && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\n')"
+    && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\\n')"
+
+# ---- runtime-base: the user and the dependencies, shared by the stages below --------------
+FROM ${BASE_IMAGE} AS runtime-base
+
+# A fixed, numeric, unprivileged user: Kubernetes' runAsNonRoot can verify it.
+RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
+
+# In a layer of its own: a code change does not touch it.
+COPY --from=dependencies /opt/venv /opt/venv
 
 ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
     MODEL_REGISTRY_DIR=/srv/models \
