@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from {{ cookiecutter.package }} import cli, data, logs
+from {{ cookiecutter.package }} import cli, data, logs, model
 
 EXAMPLE = data.SCHEMA.example
 
@@ -148,7 +148,7 @@ def test_an_os_error_is_one_line_and_status_1(capsys, monkeypatch, training_csv)
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", "models")
 
-    monkeypatch.setattr(cli.model, "train", full)
+    monkeypatch.setattr(model, "train", full)
     status, _, err = run(capsys, "train", "--data", str(training_csv))
     assert status == 1 and "models: No space left on device" in err
 
@@ -157,7 +157,7 @@ def test_ctrl_c_is_status_130(capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.model, "train", interrupted)
+    monkeypatch.setattr(model, "train", interrupted)
     assert run(capsys, "train")[0] == 130
 
 

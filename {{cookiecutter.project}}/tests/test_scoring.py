@@ -20,9 +20,11 @@ EXAMPLE = data.SCHEMA.example
 HEAVY = ("sklearn", "scipy", "skops", "pandas")
 
 # Run in a fresh interpreter: the test process itself has imported scikit-learn to train.
+# The command line is imported too: the image serves through it (`model serve`).
 SERVE_AND_LIST_MODULES = """
 import json, sys
 from fastapi.testclient import TestClient
+import {{ cookiecutter.package }}.cli
 from {{ cookiecutter.package }}.config import Settings
 from {{ cookiecutter.package }}.service import create_app
 

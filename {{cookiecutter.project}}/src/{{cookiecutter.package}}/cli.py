@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from . import data, device, model
+from . import data, device
 from .config import Settings
 from .registry import RegistryError
 
@@ -68,6 +68,8 @@ def _read_records(source: str, fmt: str):
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     if settings.data_path is not None and not settings.data_path.is_file():
         raise UsageError(f"training data {settings.data_path} is not a file")
+    from . import model  # imported here: scikit-learn would slow down `serve`'s start-up
+
     logging.getLogger(__package__).info(device.describe())
     result = model.train(settings, test_mode=args.test_mode)
     summary = {
@@ -83,6 +85,8 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _predict(settings: Settings, args: argparse.Namespace) -> int:
+    from . import model  # imported here: scikit-learn would slow down `serve`'s start-up
+
     records = _read_records(args.input, args.format)
     loaded = model.load_model(settings, test_mode=args.test_mode)
     prediction = model.predict(loaded, records, settings=settings, test_mode=args.test_mode)
