@@ -256,6 +256,33 @@ def test_cpu_image_runs_as_a_non_root_user(serving):
     assert (exit_code, output.decode().strip()) == (0, APP_UID)
 
 
+# Every shared object of the installed packages, loaded with the dynamic loader (dlopen, no
+# module initialisation): a file the build's strip step damaged fails here, with the loader's
+# reason ("ELF load command address/offset not page-aligned" for a patchelf-rewritten library).
+LOAD_EVERY_SHARED_OBJECT = """
+import ctypes, pathlib, sysconfig
+site = pathlib.Path(sysconfig.get_path("purelib"))
+libraries = sorted(path for path in site.rglob("*.so*") if path.is_file())
+failed = []
+for library in libraries:
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as error:
+        failed.append(str(error))
+print(len(libraries))
+print(*failed, sep="\\n")
+"""
+
+
+def test_every_shared_object_in_the_cpu_image_loads(serving):
+    container, _, _ = serving
+    exit_code, output = container.exec_run(["python", "-c", LOAD_EVERY_SHARED_OBJECT])
+    count, *failed = output.decode().strip().splitlines()
+    assert exit_code == 0, output.decode()
+    assert int(count) > 100, "the image's packages carry far fewer libraries than expected"
+    assert failed == [], "\n".join(failed)
+
+
 def test_cpu_image_is_labelled_with_source_revision_version_and_model_version(cpu_image):
     labels = cpu_image.labels
     assert labels["org.opencontainers.image.revision"] == "test"
