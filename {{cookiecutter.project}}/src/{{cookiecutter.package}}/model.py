@@ -317,7 +317,8 @@ def fast_scorer(pipeline: Pipeline) -> NumpyScorer:
     scikit-learn's per-call overhead (input checks, column selection through pandas) costs
     milliseconds, far more than the model itself; for the pipeline ``build_pipeline`` makes,
     the same arithmetic takes microseconds. A classifier other than a logistic regression
-    scores the numpy-encoded rows itself. Raises ``TypeError`` for an unsupported pipeline.
+    scores the numpy-encoded rows itself. Raises ``TypeError`` for an unsupported pipeline
+    and ``SpecError`` for one whose encoders do not cover the schema.
     """
     spec = scoring_spec(pipeline)
     return NumpyScorer(spec, classifier=None if spec["classifier"] else pipeline.steps[-1][1])
