@@ -35,9 +35,9 @@ REQUIRED_TEXT = ("project_name", "description", "author_name")
 # generated pyproject.toml.
 DEPENDENCY_NAMES = frozenset({
     # runtime
-    "fastapi", "matplotlib", "numpy", "orjson", "pandas", "prometheus_client",
+    "fastapi", "httptools", "matplotlib", "numpy", "orjson", "pandas", "prometheus_client",
     "pydantic", "pydantic_settings", "scikit_learn", "scipy", "sklearn", "skops",
-    "tqdm", "typing_extensions", "uvicorn",
+    "tqdm", "typing_extensions", "uvicorn", "uvloop",
     # development
     "flake8", "flask", "gunicorn", "httpx", "hypothesis", "pytest", "pytest_cov",
     "schemathesis",
