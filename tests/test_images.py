@@ -283,6 +283,35 @@ def test_every_shared_object_in_the_cpu_image_loads(serving):
     assert failed == [], "\n".join(failed)
 
 
+# What the service imports before it listens: the app with its model loaded, and the parts of
+# uvicorn that serving selects. Prints each imported source file that has no bytecode.
+SERVICE_START_WITHOUT_BYTECODE = """
+import importlib.util, os, sys
+import uvicorn.config, uvicorn.server, uvicorn.lifespan.on
+import uvicorn.loops.uvloop, uvicorn.protocols.http.httptools_impl
+from {package} import cli, service
+from {package}.config import Settings
+app = service.create_app(Settings())
+assert app.state.model.load(), "the image's model did not load"
+for module in list(sys.modules.values()):
+    source = getattr(module, "__file__", None) or ""
+    if source.startswith("/opt/") and source.endswith(".py"):
+        if not os.path.exists(importlib.util.cache_from_source(source)):
+            print(source)
+"""
+
+
+def test_everything_the_service_imports_at_start_has_bytecode(serving, project):
+    # The image compiles bytecode for the service only (batch-only libraries compile when a
+    # batch command runs): a start-up import that lost its bytecode would slow every start.
+    container, _, _ = serving
+    package = next(path.name for path in (project / "src").iterdir() if path.is_dir())
+    exit_code, output = container.exec_run(
+        ["python", "-c", SERVICE_START_WITHOUT_BYTECODE.format(package=package)])
+    assert exit_code == 0, output.decode()
+    assert output.decode().split() == []
+
+
 def test_cpu_image_is_labelled_with_source_revision_version_and_model_version(cpu_image):
     labels = cpu_image.labels
     assert labels["org.opencontainers.image.revision"] == "test"
