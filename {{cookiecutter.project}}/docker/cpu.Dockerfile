@@ -9,10 +9,18 @@
 # out of reach. The image's Python is the base image's Python.
 ARG BASE_IMAGE=python:3.14-slim-trixie@sha256:51dafde81dbdb6ebde285137a295cf18a47ca95234fe388a343719cb97305b3d
 
+# ---- base: where everything lives, for every stage below ----------------------------------
+# hadolint ignore=DL3057
+FROM ${BASE_IMAGE} AS base
+
+ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
+    MODEL_REGISTRY_DIR=/srv/models \
+    MODEL_LOG_DIR=/srv/logs
+
 # ---- dependencies: the pinned third-party packages, prepared once per lock change ----------
 # A build stage: its tools (uv, binutils) never reach the image.
 # hadolint ignore=DL3057
-FROM ${BASE_IMAGE} AS dependencies
+FROM base AS dependencies
 
 ARG UV_VERSION=0.13.9
 
@@ -38,6 +46,8 @@ RUN apt-get update \
 # any of it (tests/test_scoring.py checks); a model without a spec loads through skops, and
 # its service takes those 1.5 s more to start. To compile everything, drop the -x option;
 # a package the service comes to import at start must leave the list.
+# The runtime gets /opt/service-venv (hard links: no copy), compiled for the service; the
+# builder, which trains a model, gets /opt/venv with everything compiled.
 # app.pth puts /opt/app, where the builder installs the project, on the venv's path.
 COPY requirements/prod.txt /opt/venv/requirements.txt
 RUN python3 -m venv /tmp/uv \
@@ -52,28 +62,17 @@ RUN python3 -m venv /tmp/uv \
     && find /opt/venv -type f -name '*.so*' ! -path '*.libs/*' -exec sh -c 'for lib; do \
         readelf -d "$lib" | grep -qE "\((RPATH|RUNPATH)\)" || strip --strip-unneeded "$lib"; \
         done' strip {} + \
+    && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\\n')" \
     && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         -x '/site-packages/(sklearn|scipy|pandas|skops|joblib|narwhals|prettytable|wcwidth|dateutil|threadpoolctl|cloudpickle)/' \
         /opt/venv \
-    && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\\n')"
-
-# ---- runtime-base: the user and the dependencies, shared by the stages below --------------
-FROM ${BASE_IMAGE} AS runtime-base
-
-# A fixed, numeric, unprivileged user: Kubernetes' runAsNonRoot can verify it.
-RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
-
-# In a layer of its own: a code change does not touch it.
-COPY --from=dependencies /opt/venv /opt/venv
-
-ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
-    MODEL_REGISTRY_DIR=/srv/models \
-    MODEL_LOG_DIR=/srv/logs
+    && cp -al /opt/venv /opt/service-venv \
+    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
 
 # ---- builder: the project, then a model ---------------------------------------------------
 # A build stage never runs as a container, so it has no HEALTHCHECK.
 # hadolint ignore=DL3057
-FROM runtime-base AS builder
+FROM dependencies AS builder
 
 ARG UV_VERSION=0.13.9
 RUN python3 -m venv /opt/uv \
@@ -98,7 +97,13 @@ RUN rm -f /srv/models/README.md \
     && rm -rf /srv/logs && mkdir -p /srv/logs
 
 # ---- runtime -----------------------------------------------------------------------------
-FROM runtime-base
+FROM base
+
+# A fixed, numeric, unprivileged user: Kubernetes' runAsNonRoot can verify it.
+RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin app
+
+# In a layer of its own: a code change does not touch it.
+COPY --from=dependencies /opt/service-venv /opt/venv
 
 # Declaring build arguments costs no cache hits: only the instructions that use them
 # (ENV below, LABEL at the end) change with their values.
