@@ -5,6 +5,8 @@ For the default project and for ``gpu_image=no``:
 - the CPU image builds against a locally built Python base image, Docker reports it healthy,
   it answers health, serves a prediction, rejects a bad request with a 4xx and runs as a
   non-root user; the project's own ``make smoke`` passes against it;
+- inside it, every shared object loads (the build strips them), every module the service
+  imports at start has bytecode, and the monitor checks logged traffic without matplotlib;
 - the GPU image (when chosen) builds against the same base and its command line answers.
 
 The base image comes from ``scripts/build-base-image.sh`` (no registry is needed); set
@@ -310,6 +312,19 @@ def test_everything_the_service_imports_at_start_has_bytecode(serving, project):
         ["python", "-c", SERVICE_START_WITHOUT_BYTECODE.format(package=package)])
     assert exit_code == 0, output.decode()
     assert output.decode().split() == []
+
+
+def test_the_monitor_runs_in_the_cpu_image_and_says_it_drew_no_plot(serving, project):
+    # What the Kubernetes CronJob runs: the image has no matplotlib (the `plots` extra) and
+    # no bytecode for the scientific stack, and the monitor must still check the traffic.
+    container, url, _ = serving
+    record = example_record(project)
+    status, text = http(url + "/predict", {"records": [record] * 40})
+    assert status == 200, text
+    exit_code, output = container.exec_run(["model", "monitor"])
+    text = output.decode()
+    assert exit_code in (0, 1), text  # passed or failed a check; not "nothing to monitor"
+    assert "RESULT:" in text and "matplotlib is not installed" in text, text
 
 
 def test_cpu_image_is_labelled_with_source_revision_version_and_model_version(cpu_image):
