@@ -270,6 +270,50 @@ def test_a_malformed_spec_is_refused_naming_the_problem(valid_spec, path, value,
         scoring.NumpyScorer(change(valid_spec, path, value))
 
 
+@pytest.mark.parametrize("path, value, words", [
+    (("encoders",), 5, "encoders must be a list"),
+    (("classifier", "intercept"), 10 ** 400, "intercept must be a finite number"),
+    (("width",), 10 ** 14, "columns exactly once"),
+])
+def test_a_crafted_spec_is_refused_rather_than_crashing(valid_spec, path, value, words):
+    with pytest.raises(scoring.SpecError, match=words):
+        scoring.NumpyScorer(change(valid_spec, path, value))
+
+
+def tiny_scales(spec):
+    """``spec`` with every numeric feature's scale near zero, centred on the example record:
+    the example still scores, any other value overflows to an undefined probability."""
+    changed = copy.deepcopy(spec)
+    for encoder in changed["encoders"]:
+        if encoder["kind"] == "standardize":
+            encoder.update(mean=float(EXAMPLE[encoder["feature"]]), scale=1e-308)
+    return changed
+
+
+def test_a_spec_without_a_finite_score_for_every_valid_record_is_refused(valid_spec):
+    with pytest.raises(scoring.SpecError, match="no finite score"):
+        scoring.NumpyScorer(tiny_scales(valid_spec))
+
+
+@pytest.mark.parametrize("payload", [
+    "[" * 100_000,  # nested too deeply for the JSON parser
+    '{"format": 1, "encoders": 5}',
+], ids=["deep-nesting", "encoders-not-a-list"])
+def test_a_crafted_spec_with_a_matching_checksum_leaves_the_service_not_ready(
+        served_settings, payload):
+    folder = artifact_of(served_settings)
+    (folder / registry.SCORER_FILE).write_text(payload)
+    metadata = json.loads((folder / registry.METADATA_FILE).read_text())
+    metadata["scorer_sha256"] = registry.sha256_bytes(payload.encode())
+    (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+    with TestClient(service.create_app(served_settings)) as client:
+        ready = client.get("/ready")
+        predicted = client.post("/predict", json=EXAMPLE)
+    assert ready.status_code == 503
+    assert registry.SCORER_FILE in ready.json()["reason"]
+    assert predicted.status_code == 503
+
+
 def test_a_spec_that_encodes_a_feature_twice_is_refused(valid_spec):
     spec = copy.deepcopy(valid_spec)
     columns = {"singapore": 2, "united_states": 3, "elsewhere": 4}

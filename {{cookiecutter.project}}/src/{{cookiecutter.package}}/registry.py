@@ -301,7 +301,7 @@ class Registry:
         self._read_verified(folder / MODEL_FILE, metadata.get("artifact_sha256"))
         try:
             spec = json.loads(payload)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
             raise IntegrityError(f"{folder / SCORER_FILE}: not JSON ({error})") from None
         return spec, artifact
 

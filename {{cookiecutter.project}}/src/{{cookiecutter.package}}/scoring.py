@@ -38,9 +38,14 @@ class SpecError(ValueError):
 
 
 def _number(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpecError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
+    """``value`` as a finite float, or a ``SpecError`` naming ``what``."""
+    try:
+        number = float(value) if isinstance(value, (int, float)) else math.nan
+    except OverflowError:  # an integer too large for a float
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise SpecError(f"{what} must be a finite number, got {str(value)[:40]}")
+    return number
 
 
 class NumpyScorer:
@@ -63,9 +68,12 @@ class NumpyScorer:
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             raise SpecError(f"width must be a positive integer, got {width!r}")
         self.width = width
-        self._encoders = [self._encoder(item) for item in spec.get("encoders") or []]
+        if not isinstance(spec.get("encoders"), list):
+            raise SpecError("encoders must be a list")
+        self._encoders = [self._encoder(item) for item in spec["encoders"]]
         encoded = sorted(column for _, _, columns, _ in self._encoders for column in columns)
-        if encoded != list(range(width)):
+        # The length first: a huge width is refused before any list of that size is made.
+        if len(encoded) != width or encoded != list(range(width)):
             raise SpecError(f"the encoders must fill the {width} columns exactly once")
         self._check_categories()
         self._classifier = classifier
@@ -81,6 +89,30 @@ class NumpyScorer:
             raise SpecError(f"coef must be a list of {width} numbers")
         self._coef = np.array([_number(c, "coef") for c in coef])
         self._intercept = _number(model.get("intercept"), "intercept")
+        self._check_bounded()
+
+    def _check_bounded(self) -> None:
+        """Every record the schema accepts gets a finite score, or ``SpecError``.
+
+        The score is a sum of one term per feature; each numeric term is linear in its value,
+        so its largest size over the schema's range is at one of the range's ends. A finite
+        bound on the sum of the largest terms proves that no valid record can produce an
+        infinite or undefined probability (which would otherwise pass the one-record
+        self-check and then answer some requests with null).
+        """
+        ranges = {f.name: (f.minimum, f.maximum) for f in dataset.SCHEMA.numeric}
+        largest = [abs(self._intercept)]
+        with np.errstate(over="ignore", invalid="ignore"):
+            for kind, feature, columns, params in self._encoders:
+                if kind == "one_hot":
+                    largest.append(float(np.max(np.abs(self._coef[columns]))))
+                else:
+                    column, mean, scale = params
+                    ends = (np.array(ranges[feature], dtype=float) - mean) / scale
+                    largest.append(float(np.max(np.abs(self._coef[column] * ends))))
+            bound = float(np.sum(largest))
+        if not math.isfinite(bound):
+            raise SpecError("the spec's numbers give no finite score for some valid records")
 
     def _encoder(self, item) -> tuple:
         """One encoder as (kind, feature, columns it fills, parameters), checked."""
@@ -213,7 +245,7 @@ def load_served_model(settings: Settings, *, test_mode: bool = False) -> LoadedM
         return model.load_model(settings, test_mode=test_mode)
     try:
         scorer = NumpyScorer(spec)
-    except SpecError as error:
+    except Exception as error:  # an untrusted file: any failure to use it is a refusal
         raise IntegrityError(
             f"{artifact.path / SCORER_FILE}: not a usable scoring spec ({error}); "
             "refusing to load it"
