@@ -279,8 +279,8 @@ print(*failed, sep="\\n")
 def test_every_shared_object_in_the_cpu_image_loads(serving):
     container, _, _ = serving
     exit_code, output = container.exec_run(["python", "-c", LOAD_EVERY_SHARED_OBJECT])
-    count, *failed = output.decode().strip().splitlines()
     assert exit_code == 0, output.decode()
+    count, *failed = output.decode().strip().splitlines()
     assert int(count) > 100, "the image's packages carry far fewer libraries than expected"
     assert failed == [], "\n".join(failed)
 

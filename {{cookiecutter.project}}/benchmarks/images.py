@@ -79,14 +79,17 @@ def timed_build_of_folder(folder: Path, dockerfile: str, tag: str,
     build = subprocess.Popen(["docker", "build", "--quiet", "--no-cache", "--tag", tag, *base,
                               "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
-    with tarfile.open(fileobj=build.stdin, mode="w|") as tar:
-        text = dockerfile.encode("utf-8")
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(text)
-        tar.addfile(info, io.BytesIO(text))
-        for entry in sorted(folder.iterdir()):
-            if entry.name != ".dockerignore":
-                tar.add(entry, arcname=entry.name)
+    try:
+        with tarfile.open(fileobj=build.stdin, mode="w|") as tar:
+            text = dockerfile.encode("utf-8")
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+            for entry in sorted(folder.iterdir()):
+                if entry.name != ".dockerignore":
+                    tar.add(entry, arcname=entry.name)
+    except BrokenPipeError:  # docker stopped reading: its own message below says why
+        pass
     _, error = build.communicate()  # closes the stream: the end of the context
     if build.returncode != 0:
         sys.exit(f"docker build of {folder} failed:\n{error.decode()[-2000:]}")

@@ -4,13 +4,13 @@
 #   docker run -p 8000:8000 IMAGE                         serves the model
 #   docker run IMAGE train | predict | monitor            the same CLI
 #
-# BASE_IMAGE: any Debian-like image with python3 (and its venv module) on PATH. Point it at a
-# mirror, or at an image built by the template's scripts/build-base-image.sh where Docker Hub is
-# out of reach. The image's Python is the base image's Python.
+# BASE_IMAGE: any Debian-like image with python3 (and its venv module) on PATH, whose apt can
+# reach a Debian mirror (a build stage installs binutils). Point it at a mirror, or at an image
+# built by the template's scripts/build-base-image.sh where Docker Hub is out of reach. The
+# image's Python is the base image's Python.
 ARG BASE_IMAGE=python:3.14-slim-trixie@sha256:51dafde81dbdb6ebde285137a295cf18a47ca95234fe388a343719cb97305b3d
 
 # ---- base: where everything lives, for every stage below ----------------------------------
-# hadolint ignore=DL3057
 FROM ${BASE_IMAGE} AS base
 
 ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
@@ -21,6 +21,9 @@ ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
 # A build stage: its tools (uv, binutils) never reach the image.
 # hadolint ignore=DL3057
 FROM base AS dependencies
+
+# A failing command anywhere in a pipe fails its RUN.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 ARG UV_VERSION=0.13.9
 
@@ -39,16 +42,17 @@ RUN apt-get update \
 # left as they are: strip corrupts files that patchelf rewrote.
 # Bytecode is compiled for what the service imports, because the non-root user cannot write
 # __pycache__ (without it, every start would compile in memory again); unchecked-hash because
-# an image's sources never change. The scientific stack that only training, monitoring and the
-# command line's predict import (scikit-learn, SciPy, pandas, skops and what they alone use)
-# is left to compile in memory when one of those commands runs: about 1.5 s more per run, and
-# 42 MB less image. The service starts from the model's numpy scoring spec without importing
-# any of it (tests/test_scoring.py checks); a model without a spec loads through skops, and
-# its service takes those 1.5 s more to start. To compile everything, drop the -x option;
-# a package the service comes to import at start must leave the list.
-# The runtime gets /opt/service-venv (hard links: no copy), compiled for the service; the
-# builder, which trains a model, gets /opt/venv with everything compiled.
+# an image's sources never change. BATCH_ONLY, the scientific stack that only training,
+# monitoring and the command line's predict import, is left to compile in memory when one of
+# those commands runs: about 1.5 s more per run, and 42 MB less image. The service starts from
+# the model's numpy scoring spec without importing any of it (the template's image tests
+# check that every module the service imports at start has bytecode); a model without a spec
+# loads through skops, and its service takes those 1.5 s more to start. To compile
+# everything: --build-arg BATCH_ONLY=. The runtime gets /opt/service-venv (hard links: no
+# copy) before BATCH_ONLY is compiled; the builder, which trains a model, gets /opt/venv with
+# everything compiled.
 # app.pth puts /opt/app, where the builder installs the project, on the venv's path.
+ARG BATCH_ONLY="sklearn scipy pandas skops joblib narwhals prettytable wcwidth dateutil threadpoolctl cloudpickle"
 COPY requirements/prod.txt /opt/venv/requirements.txt
 RUN python3 -m venv /tmp/uv \
     && /tmp/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
@@ -60,14 +64,19 @@ RUN python3 -m venv /tmp/uv \
     && find /opt/venv -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pyi' -o -name '*.c' \
         -o -name '*.cpp' -o -name '*.h' \) -delete \
     && find /opt/venv -type f -name '*.so*' ! -path '*.libs/*' -exec sh -c 'for lib; do \
-        readelf -d "$lib" | grep -qE "\((RPATH|RUNPATH)\)" || strip --strip-unneeded "$lib"; \
-        done' strip {} + \
-    && /opt/venv/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'app.pth').write_text('/opt/app\\n')" \
+        readelf -d "$lib" | grep -qE "\((RPATH|RUNPATH)\)" || strip --strip-unneeded "$lib" \
+        || exit 1; done' strip {} + \
+    && site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+    && echo /opt/app > "$site/app.pth" \
+    && batch_only="$(echo "$BATCH_ONLY" | tr ' ' '|')" \
     && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
-        -x '/site-packages/(sklearn|scipy|pandas|skops|joblib|narwhals|prettytable|wcwidth|dateutil|threadpoolctl|cloudpickle)/' \
-        /opt/venv \
+        -x "^$site/($batch_only)(/|\.py\$)" /opt/venv \
     && cp -al /opt/venv /opt/service-venv \
-    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
+    && for name in $BATCH_ONLY; do for path in "$site/$name" "$site/$name.py"; do \
+        if [ -e "$path" ]; then \
+            /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash "$path" \
+            || exit 1; \
+        fi; done; done
 
 # ---- builder: the project, then a model ---------------------------------------------------
 # A build stage never runs as a container, so it has no HEALTHCHECK.

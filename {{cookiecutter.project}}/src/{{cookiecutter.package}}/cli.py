@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="check the predictions of the last DAYS days (default 30; "
                               "0 means all)")
     monitor.add_argument("--report-dir", type=Path, metavar="DIR",
-                         help="where the JSON report and the PNG plot go "
+                         help="where the JSON report and the PNG plot (with matplotlib) go "
                               "(default: MODEL_LOG_DIR/monitoring)")
     monitor.set_defaults(handler=_monitor)
     return parser

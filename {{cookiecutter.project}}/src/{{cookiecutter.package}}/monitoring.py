@@ -50,8 +50,6 @@ PERCENTILE = 99.0
 CONTAMINATION = 0.01
 # Larger windows are subsampled: thresholds for 2,000 rows are already tight.
 MAX_ROWS = 2000
-# What installs the plot's library, for the message where it is missing.
-PLOTS_REQUIREMENT = "{{ cookiecutter.project }}[plots]"
 SEED = 0
 
 
@@ -383,7 +381,7 @@ def run_monitor(settings: Settings, *, test_mode: bool = False, days: float | No
     stem = f"monitor{'-test' if test_mode else ''}-{loaded.version}-{stamp}"
     image = plot(baseline, production.iloc[:MAX_ROWS], report, report_dir / f"{stem}.png")
     document = report_dir / f"{stem}.json"
-    document.write_bytes(orjson.dumps({**report.to_dict(), "plot": image and str(image)},
+    document.write_bytes(orjson.dumps({**report.to_dict(), "plot": str(image) if image else None},
                                       option=orjson.OPT_INDENT_2))
     sampled = (f", a sample of {report.sample_rows}"
                if report.sample_rows < report.production_rows else "")
@@ -393,5 +391,6 @@ def run_monitor(settings: Settings, *, test_mode: bool = False, days: float | No
     print(report.text())
     print(f"Report: {document}")
     print(f"Plot: {image}" if image else
-          f"Plot: not drawn; matplotlib is not installed (pip install '{PLOTS_REQUIREMENT}')")
+          "Plot: not drawn; matplotlib is not installed (the project's `plots` extra, which "
+          "`make install` includes)")
     return EXIT_PASSED if report.passed else EXIT_FAILED
