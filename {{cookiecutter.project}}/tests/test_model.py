@@ -1,5 +1,7 @@
 """The model: training stores a verified artifact, the model predicts, each row is logged."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -221,6 +223,19 @@ def test_a_disagreeing_fast_scorer_is_not_used(loaded, monkeypatch, caplog):
                                    loaded.path)
     assert reloaded.scorer is None
     assert "disagrees" in caplog.text
+
+
+def test_a_fast_scorer_whose_spec_is_refused_is_not_used(loaded, monkeypatch, caplog):
+    scoring_spec = model.scoring_spec
+    monkeypatch.setattr(model, "scoring_spec",
+                        lambda pipeline: {**scoring_spec(pipeline), "width": 0})
+    with caplog.at_level(logging.INFO, logger=model.__name__):
+        reloaded = model.PipelineModel(loaded.pipeline, loaded.metadata, "test-model", "0.1",
+                                       loaded.path)
+    assert reloaded.scorer is None
+    assert "fast scoring unavailable (width must be a positive integer" in caplog.text
+    np.testing.assert_allclose(reloaded.positive_probability([EXAMPLE]),
+                               loaded.pipeline.predict_proba(pd.DataFrame([EXAMPLE]))[:, 1])
 
 
 def test_self_check_passes_for_a_loaded_model(loaded):

@@ -6,7 +6,7 @@ standard error of the best, evaluates it once on a held-out split and stores it 
 registry with its metrics, with a plain-JSON scoring spec when numpy alone can score it.
 
 Prediction (validate, score, log every row) lives in ``scoring``, which serving uses without
-scikit-learn; its names are re-exported here for the command line and monitoring.
+scikit-learn; its names are re-exported here for notebooks (the README's example) and tests.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from . import data as dataset
 from . import logs
 from .config import Settings
 from .registry import Registry, artifact_name
-from .scoring import (  # noqa: F401 - re-exported: the CLI, monitoring and tests use them here
+from .scoring import (  # noqa: F401 - re-exported: notebooks and tests use them here
     LOGISTIC, SPEC_FORMAT, LoadedModel, NumpyScorer, Prediction, SpecError, classify, predict,
     predict_requests,
 )
@@ -311,16 +311,17 @@ def scoring_spec(pipeline: Pipeline) -> dict:
             "encoders": encoders, "classifier": linear}
 
 
-def fast_scorer(pipeline: Pipeline) -> NumpyScorer:
+def fast_scorer(pipeline: Pipeline, spec: dict | None = None) -> NumpyScorer:
     """The pipeline's positive-class probability computed with plain numpy.
 
     scikit-learn's per-call overhead (input checks, column selection through pandas) costs
     milliseconds, far more than the model itself; for the pipeline ``build_pipeline`` makes,
     the same arithmetic takes microseconds. A classifier other than a logistic regression
-    scores the numpy-encoded rows itself. Raises ``TypeError`` for an unsupported pipeline
-    and ``SpecError`` for one whose encoders do not cover the schema.
+    scores the numpy-encoded rows itself. ``spec`` is the pipeline's ``scoring_spec`` when the
+    caller has it already (as parsed back from its JSON, say). Raises ``TypeError`` for an
+    unsupported pipeline and ``SpecError`` for one whose encoders do not cover the schema.
     """
-    spec = scoring_spec(pipeline)
+    spec = scoring_spec(pipeline) if spec is None else spec
     return NumpyScorer(spec, classifier=None if spec["classifier"] else pipeline.steps[-1][1])
 
 
@@ -347,6 +348,22 @@ def agrees_with(scorer: NumpyScorer, pipeline: Pipeline) -> bool:
     return bool(np.allclose(actual, expected, rtol=0, atol=1e-9))
 
 
+def _agreeing_scorer(spec: dict, pipeline: Pipeline, *, disagreement: str) -> NumpyScorer | None:
+    """The numpy scorer of the pipeline's ``spec``, if it gives the pipeline's probabilities.
+
+    What training (before storing a spec) and loading a pipeline (before scoring with numpy)
+    both check. A spec without a classifier (a forest) is scored by the pipeline's own
+    classifier on the numpy-encoded rows. When the probabilities differ on ``check_records``,
+    logs ``disagreement`` as a warning and returns None. Raises ``SpecError`` for a spec
+    ``NumpyScorer`` refuses; the caller says what happens instead.
+    """
+    scorer = fast_scorer(pipeline, spec)
+    if agrees_with(scorer, pipeline):
+        return scorer
+    logger.warning(disagreement)
+    return None
+
+
 def verified_scorer_spec(pipeline: Pipeline) -> bytes | None:
     """The pipeline's scoring spec as JSON bytes, if numpy alone scores it as the pipeline does.
 
@@ -364,14 +381,13 @@ def verified_scorer_spec(pipeline: Pipeline) -> bytes | None:
         return None
     payload = (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode("utf-8")
     try:
-        agrees = agrees_with(NumpyScorer(json.loads(payload)), pipeline)
+        scorer = _agreeing_scorer(
+            json.loads(payload), pipeline,
+            disagreement="no scoring spec: its numpy scoring disagrees with the pipeline")
     except SpecError as error:
         logger.warning("no scoring spec: %s", error)
         return None
-    if not agrees:
-        logger.warning("no scoring spec: its numpy scoring disagrees with the pipeline")
-        return None
-    return payload
+    return None if scorer is None else payload
 
 
 @dataclass
@@ -384,14 +400,17 @@ class PipelineModel(LoadedModel):
 
     def _verified_scorer(self) -> NumpyScorer | None:
         try:
-            scorer = fast_scorer(self.pipeline)
-        except (TypeError, AttributeError, SpecError) as error:
+            spec = scoring_spec(self.pipeline)
+        except (TypeError, AttributeError) as error:
             logger.info("fast scoring unavailable (%s); using the pipeline", error)
             return None
-        if not agrees_with(scorer, self.pipeline):
-            logger.warning("fast scoring disagrees with the pipeline; using the pipeline")
+        try:
+            return _agreeing_scorer(
+                spec, self.pipeline,
+                disagreement="fast scoring disagrees with the pipeline; using the pipeline")
+        except SpecError as error:
+            logger.info("fast scoring unavailable (%s); using the pipeline", error)
             return None
-        return scorer
 
 
 def load_model(settings: Settings, *, test_mode: bool = False) -> PipelineModel:
