@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from {{ cookiecutter.package }} import cli, data, logs, model
+from {{ cookiecutter.package }} import cli, data, logs, model, registry, scoring
 
 EXAMPLE = data.SCHEMA.example
 
@@ -99,6 +99,37 @@ def test_predict_writes_the_test_log(capsys, monkeypatch, trained_settings):
     run(capsys, "predict", "--test-mode", stdin=json.dumps(EXAMPLE), monkeypatch=monkeypatch)
     assert len(logs.read_log(trained_settings.log_dir, "predict", test_mode=True)) == 1
     assert logs.read_log(trained_settings.log_dir, "predict") == []
+
+
+def refuse_to_load_the_pipeline(*args, **kwargs):
+    raise AssertionError("the pipeline was loaded although the registry holds a scoring spec")
+
+
+def test_predict_scores_with_the_stored_spec_as_the_service_does(capsys, monkeypatch,
+                                                                 trained_settings):
+    monkeypatch.setattr(model, "load_model", refuse_to_load_the_pipeline)
+    status, out, _ = run(capsys, "predict", "--test-mode", stdin=json.dumps(EXAMPLE),
+                         monkeypatch=monkeypatch)
+    served = scoring.load_served_model(trained_settings, test_mode=True)
+    assert served.pipeline is None
+    assert status == 0
+    assert json.loads(out)["probabilities"] == served.positive_probability([EXAMPLE]).tolist()
+
+
+def test_predict_without_a_stored_spec_scores_with_the_pipeline(capsys, monkeypatch,
+                                                                trained_settings):
+    folder = registry.Registry(trained_settings.registry_dir).resolve(
+        registry.artifact_name(True), trained_settings.version)
+    metadata = json.loads((folder / registry.METADATA_FILE).read_text())
+    del metadata["scorer_sha256"]
+    (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+    (folder / registry.SCORER_FILE).unlink()
+    status, out, _ = run(capsys, "predict", "--test-mode", stdin=json.dumps(EXAMPLE),
+                         monkeypatch=monkeypatch)
+    pipeline = model.load_model(trained_settings, test_mode=True).pipeline
+    expected = pipeline.predict_proba(data.rows_to_frame([EXAMPLE]))[:, 1]
+    assert status == 0
+    assert json.loads(out)["probabilities"] == pytest.approx(expected.tolist(), abs=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from scipy.stats import wasserstein_distance
 
-from {{ cookiecutter.package }} import cli, data, logs, model, monitoring
+from {{ cookiecutter.package }} import cli, data, logs, model, monitoring, scoring
 from {{ cookiecutter.package }}.config import Settings
 
 
 def log_traffic(settings: Settings, frame) -> None:
     """Predict ``frame`` with the served model, as production traffic would."""
-    loaded = model.load_model(settings)
-    model.predict(loaded, frame[data.FEATURES], settings=settings)
+    loaded = scoring.load_served_model(settings)
+    scoring.predict(loaded, frame[data.FEATURES], settings=settings)
 
 
 @pytest.fixture
@@ -30,6 +30,18 @@ def test_in_distribution_traffic_passes(served_settings, traffic, capsys):
     assert "OUTLIER TEST PASSED" in out
     assert "X WASSERSTEIN TEST PASSED" in out
     assert "RESULT: PASSED" in out
+
+
+def test_the_monitor_scores_with_the_stored_spec_as_the_service_does(
+        served_settings, traffic, monkeypatch, capsys):
+    log_traffic(served_settings, traffic)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pipeline was loaded although the registry holds a spec")
+
+    monkeypatch.setattr(model, "load_model", refuse)
+    assert monitoring.run_monitor(served_settings) == monitoring.EXIT_PASSED
+    assert "RESULT: PASSED" in capsys.readouterr().out
 
 
 def test_shifted_traffic_fails_and_names_the_feature_that_moved(served_settings, traffic,

@@ -85,11 +85,13 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _predict(settings: Settings, args: argparse.Namespace) -> int:
-    from . import model  # imported here: scikit-learn would slow down `serve`'s start-up
+    # The verified scoring spec, as the service loads it: numpy only, no pipeline to unpickle
+    # and re-verify (a model without a spec falls back to its pipeline).
+    from . import scoring
 
     records = _read_records(args.input, args.format)
-    loaded = model.load_model(settings, test_mode=args.test_mode)
-    prediction = model.predict(loaded, records, settings=settings, test_mode=args.test_mode)
+    loaded = scoring.load_served_model(settings, test_mode=args.test_mode)
+    prediction = scoring.predict(loaded, records, settings=settings, test_mode=args.test_mode)
     print(json.dumps(prediction.to_dict()))
     return 0
 

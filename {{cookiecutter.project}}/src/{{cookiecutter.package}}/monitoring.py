@@ -38,7 +38,7 @@ from scipy.stats import wasserstein_distance
 from sklearn.covariance import EllipticEnvelope
 from sklearn.decomposition import PCA
 
-from . import data, logs, model
+from . import data, logs, model, scoring
 from .config import Settings
 from .registry import ModelNotFoundError
 
@@ -363,7 +363,8 @@ def run_monitor(settings: Settings, *, test_mode: bool = False, days: float | No
     Returns 0 when every check passed, 1 when one failed, 3 when there is nothing to check.
     """
     try:
-        loaded = model.load_model(settings, test_mode=test_mode)
+        # The model as the service serves it (its verified scoring spec when it has one).
+        loaded = scoring.load_served_model(settings, test_mode=test_mode)
         training = model.load_training_data(settings, test_mode=test_mode)
         production, predictions = production_sample(
             settings, version=loaded.version, test_mode=test_mode, days=days)
