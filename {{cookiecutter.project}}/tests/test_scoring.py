@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -246,28 +247,93 @@ def change(spec, path, value):
     return changed
 
 
-@pytest.mark.parametrize("path, value, words", [
-    (("format",), 2, "format"),
-    (("features",), ["age"], "features must be"),
-    (("classes",), [1, 0], "classes must be"),
-    (("width",), True, "width must be a positive integer"),
-    (("width",), 8, "fill the 8 columns exactly once"),
-    (("encoders", 0), "country", "an encoder must name a feature"),
-    (("encoders", 0, "feature"), "height", "an encoder must name a feature"),
-    (("encoders", 0, "kind"), "ordinal", "unsupported encoder kind"),
-    (("encoders", 0, "columns"), {"singapore": "0"}, "columns must map"),
-    (("encoders", 0, "columns", "united_states"), None, "fill the 7 columns exactly once"),
-    (("encoders", 2, "column"), 2.0, "column must be an integer"),
-    (("encoders", 2, "mean"), float("nan"), "mean must be a finite number"),
-    (("encoders", 2, "scale"), 0.0, "scale must not be zero"),
-    (("classifier",), None, "no classifier"),
-    (("classifier", "kind"), "svm", "unsupported classifier"),
-    (("classifier", "coef"), [0.0], "coef must be a list of 7 numbers"),
-    (("classifier", "intercept"), "1", "intercept must be a finite number"),
+def encoder_of(spec, kind):
+    """The spec's first encoder of ``kind`` ("one_hot" or "standardize").
+
+    Skips the test when the schema has no feature of that kind (a team's edit of
+    ``data.SCHEMA`` may leave no categorical or no numeric feature).
+    """
+    found = next((item for item in spec["encoders"] if item["kind"] == kind), None)
+    if found is None:
+        pytest.skip(f"data.SCHEMA has no feature the spec encodes with {kind!r}")
+    return found
+
+
+def unknown_name(names):
+    """A name that is none of ``names``: longer than each of them."""
+    return "-".join(["unknown", *names])
+
+
+def set_item(key, value):
+    """An edit that sets the spec's top-level ``key`` to ``value(spec)``."""
+    def edit(spec):
+        spec[key] = value(spec)
+    return edit
+
+
+def drop_a_category_column(spec):
+    """Remove one category's column: the encoders then leave a column unfilled."""
+    columns = encoder_of(spec, "one_hot")["columns"]
+    del columns[next(iter(columns))]
+
+
+def an_encoder_replaced_by_its_feature_name(spec):
+    spec["encoders"][0] = spec["encoders"][0]["feature"]
+
+
+def name_an_unknown_feature(spec):
+    spec["encoders"][0]["feature"] = unknown_name(data.FEATURES)
+
+
+def columns_as_strings(spec):
+    encoder = encoder_of(spec, "one_hot")
+    encoder["columns"] = {category: str(column)
+                          for category, column in encoder["columns"].items()}
+
+
+def column_as_a_float(spec):
+    encoder = encoder_of(spec, "standardize")
+    encoder["column"] = float(encoder["column"])
+
+
+def fill_the_columns(spec):
+    """The message of encoders that do not fill the (edited) spec's columns exactly once."""
+    return f"fill the {spec['width']} columns exactly once"
+
+
+@pytest.mark.parametrize("edit, words", [
+    (set_item("format", lambda spec: spec["format"] + 1), "format"),
+    (set_item("features", lambda spec: spec["features"][:-1]), "features must be"),
+    (set_item("classes", lambda spec: spec["classes"][::-1]), "classes must be"),
+    (set_item("width", lambda spec: True), "width must be a positive integer"),
+    (set_item("width", lambda spec: spec["width"] + 1), fill_the_columns),
+    (an_encoder_replaced_by_its_feature_name, "an encoder must name a feature"),
+    (name_an_unknown_feature, "an encoder must name a feature"),
+    (lambda spec: spec["encoders"][0].update(kind="ordinal"), "unsupported encoder kind"),
+    (columns_as_strings, "columns must map"),
+    (drop_a_category_column, fill_the_columns),
+    (column_as_a_float, "column must be an integer"),
+    (lambda spec: encoder_of(spec, "standardize").update(mean=float("nan")),
+     "mean must be a finite number"),
+    (lambda spec: encoder_of(spec, "standardize").update(scale=0.0), "scale must not be zero"),
+    (lambda spec: spec.pop("classifier"), "no classifier"),
+    (lambda spec: spec["classifier"].update(kind="svm"), "unsupported classifier"),
+    (lambda spec: spec["classifier"].update(coef=spec["classifier"]["coef"][:-1]),
+     lambda spec: f"coef must be a list of {spec['width']} numbers"),
+    (lambda spec: spec["classifier"].update(intercept="1"), "intercept must be a finite number"),
+], ids=[
+    "format", "features", "classes", "width-not-an-integer", "width-too-large",
+    "encoder-not-a-dict", "encoder-of-an-unknown-feature", "encoder-kind", "columns-as-strings",
+    "a-category-column-missing", "column-not-an-integer", "mean-not-finite", "scale-zero",
+    "no-classifier", "classifier-kind", "coef-too-short", "intercept-a-string",
 ])
-def test_a_malformed_spec_is_refused_naming_the_problem(valid_spec, path, value, words):
-    with pytest.raises(scoring.SpecError, match=words):
-        scoring.NumpyScorer(change(valid_spec, path, value))
+def test_a_malformed_spec_is_refused_naming_the_problem(valid_spec, edit, words):
+    spec = copy.deepcopy(valid_spec)
+    edit(spec)
+    assert json.dumps(spec) != json.dumps(valid_spec), "the edit must change the spec"
+    expected = words(spec) if callable(words) else words  # built from the edited spec
+    with pytest.raises(scoring.SpecError, match=re.escape(expected)):
+        scoring.NumpyScorer(spec)
 
 
 @pytest.mark.parametrize("path, value, words", [
@@ -315,23 +381,34 @@ def test_a_crafted_spec_with_a_matching_checksum_leaves_the_service_not_ready(
 
 
 def test_a_spec_that_encodes_a_feature_twice_is_refused(valid_spec):
+    if len(valid_spec["encoders"]) < 2:
+        pytest.skip("data.SCHEMA has a single feature")
     spec = copy.deepcopy(valid_spec)
-    columns = {"singapore": 2, "united_states": 3, "elsewhere": 4}
-    spec["encoders"][1] = {**spec["encoders"][0], "columns": columns}
+    # The second encoder keeps its columns (so they are all filled) but names the first's feature.
+    spec["encoders"][1]["feature"] = spec["encoders"][0]["feature"]
     with pytest.raises(scoring.SpecError, match="encoded twice"):
         scoring.NumpyScorer(spec)
 
 
 def test_a_spec_missing_a_category_of_the_schema_is_refused(valid_spec):
     spec = copy.deepcopy(valid_spec)
-    spec["encoders"][0]["columns"] = {"singapore": 0, "elsewhere": 1}
+    encoder = encoder_of(spec, "one_hot")
+    # One category's column is given to a name the schema does not know: every column is
+    # still filled, but that category of the schema has no column left.
+    columns = encoder["columns"]
+    missing = next(iter(columns))
+    encoder["columns"] = {(unknown_name(columns) if category == missing else category): column
+                          for category, column in columns.items()}
     with pytest.raises(scoring.SpecError, match="every category needs a one-hot column"):
         scoring.NumpyScorer(spec)
 
 
 def test_a_spec_that_one_hot_encodes_a_number_is_refused(valid_spec):
     spec = copy.deepcopy(valid_spec)
-    spec["encoders"][2] = {"kind": "one_hot", "feature": "age",
-                           "columns": {"young": spec["encoders"][2]["column"]}}
+    numeric = encoder_of(spec, "standardize")
+    feature = numeric["feature"]
+    one_hot = {"kind": "one_hot", "feature": feature,
+               "columns": {str(EXAMPLE[feature]): numeric["column"]}}
+    spec["encoders"][spec["encoders"].index(numeric)] = one_hot
     with pytest.raises(scoring.SpecError, match="needs standardizing"):
         scoring.NumpyScorer(spec)
