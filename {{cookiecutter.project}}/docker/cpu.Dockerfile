@@ -42,8 +42,8 @@ RUN apt-get update \
 # left as they are: strip corrupts files that patchelf rewrote.
 # Bytecode is compiled for what the service imports, because the non-root user cannot write
 # __pycache__ (without it, every start would compile in memory again); unchecked-hash because
-# an image's sources never change. BATCH_ONLY, the scientific stack that only training,
-# monitoring and the command line's predict import, is left to compile in memory when one of
+# an image's sources never change. BATCH_ONLY, the scientific stack that only training and
+# monitoring import (and predict, for CSV input), is left to compile in memory when one of
 # those commands runs: about 1.5 s more per run, and 42 MB less image. The service starts from
 # the model's numpy scoring spec without importing any of it (the template's image tests
 # check that every module the service imports at start has bytecode); a model without a spec
