@@ -52,8 +52,12 @@ def spec_of(settings, test_mode=False):
 
 def rewrite_spec(settings, spec, test_mode=False):
     """Store another spec with a matching checksum, as a consistent edit of both files would."""
+    rewrite_spec_file(settings, json.dumps(spec).encode(), test_mode)
+
+
+def rewrite_spec_file(settings, payload: bytes, test_mode=False):
+    """Store ``payload`` (JSON or not) as the spec file, with a matching checksum."""
     folder = artifact_of(settings, test_mode)
-    payload = json.dumps(spec).encode()
     (folder / registry.SCORER_FILE).write_bytes(payload)
     metadata = json.loads((folder / registry.METADATA_FILE).read_text())
     metadata["scorer_sha256"] = registry.sha256_bytes(payload)
@@ -367,11 +371,7 @@ def test_a_spec_without_a_finite_score_for_every_valid_record_is_refused(valid_s
 ], ids=["deep-nesting", "encoders-not-a-list"])
 def test_a_crafted_spec_with_a_matching_checksum_leaves_the_service_not_ready(
         served_settings, payload):
-    folder = artifact_of(served_settings)
-    (folder / registry.SCORER_FILE).write_text(payload)
-    metadata = json.loads((folder / registry.METADATA_FILE).read_text())
-    metadata["scorer_sha256"] = registry.sha256_bytes(payload.encode())
-    (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+    rewrite_spec_file(served_settings, payload.encode())
     with TestClient(service.create_app(served_settings)) as client:
         ready = client.get("/ready")
         predicted = client.post("/predict", json=EXAMPLE)
