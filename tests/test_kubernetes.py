@@ -69,6 +69,12 @@ def rendered(project):
 
 
 @pytest.fixture(scope="module")
+def setup(project):
+    """{overlay: rendered objects} of what an admin creates once per environment."""
+    return {overlay: render(project / "deploy/k8s/setup" / overlay) for overlay in OVERLAYS}
+
+
+@pytest.fixture(scope="module")
 def training(project):
     """The rendered GPU training kustomization."""
     return render(project / "deploy/k8s/training")
@@ -93,8 +99,15 @@ def test_server_probes_health_for_liveness_and_ready_for_readiness(rendered, ove
 def test_server_runs_the_serve_command_of_the_image(rendered, overlay):
     server = pod_spec(one(rendered[overlay], "Deployment"))["containers"][0]
     assert server["args"] == ["serve"]
-    env = {item["name"]: item for item in server["env"]}
-    assert env["MODEL_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_pod_gets_the_admin_token_that_would_switch_on_train(rendered, overlay):
+    # /train would write its model to one pod's read-only root file system, and the other
+    # replicas would never serve it: training in the cluster is the GPU Job's, then a release.
+    for workload in workloads(rendered[overlay]):
+        for container in pod_spec(workload)["containers"]:
+            assert "MODEL_ADMIN_TOKEN" not in {item["name"] for item in container.get("env", [])}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -181,8 +194,7 @@ def test_production_runs_more_and_larger_servers_than_staging(rendered):
 
 def test_each_environment_has_its_own_namespace(rendered):
     namespaces = {
-        overlay: {obj["metadata"].get("namespace") for obj in objects.values()
-                  if obj["kind"] != "Namespace"}
+        overlay: {obj["metadata"].get("namespace") for obj in objects.values()}
         for overlay, objects in rendered.items()
     }
     assert all(len(names) == 1 for names in namespaces.values())
@@ -190,9 +202,39 @@ def test_each_environment_has_its_own_namespace(rendered):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_namespace_enforces_the_restricted_pod_security_standard(rendered, overlay):
-    labels = one(rendered[overlay], "Namespace")["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+def test_overlays_render_nothing_cluster_scoped(rendered, overlay):
+    # A namespace-scoped deploy account may not create or patch a Namespace: an admin makes it
+    # once (deploy/k8s/setup), and the deploy never needs to.
+    assert all(obj["metadata"].get("namespace") for obj in rendered[overlay].values())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_setup_makes_the_overlays_namespace_with_the_restricted_standard(
+        rendered, setup, overlay):
+    namespace = one(setup[overlay], "Namespace")
+    assert {obj["metadata"]["namespace"] for obj in rendered[overlay].values()} == {
+        namespace["metadata"]["name"]}
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_setup_binds_the_deploy_role_to_the_deploy_account_in_that_namespace(setup, overlay):
+    objects = setup[overlay]
+    binding, account = one(objects, "RoleBinding"), one(objects, "ServiceAccount")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": one(objects, "Role")["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount",
+                                    "name": account["metadata"]["name"],
+                                    "namespace": account["metadata"]["namespace"]}]
+    assert {obj["kind"] for obj in objects.values()} == {
+        "Namespace", "ServiceAccount", "Role", "RoleBinding"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_node_drain_always_leaves_a_server_running(rendered, overlay):
+    hpa = one(rendered[overlay], "HorizontalPodAutoscaler")["spec"]
+    budget = one(rendered[overlay], "PodDisruptionBudget")["spec"]
+    assert hpa["minReplicas"] - budget["maxUnavailable"] >= 1
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -229,92 +271,174 @@ def test_training_job_writes_to_its_own_models_claim(training):
 
 
 # --- deploy.sh ------------------------------------------------------------------------------
+# deploy.sh runs the real kubectl against the stand-in API server (tests/kube_api_stub.py),
+# as the deploy account: every request is checked against the Role that deploy/k8s/setup
+# grants it. A wrapper records each kubectl command line.
 
-FAKE_KUBECTL = """#!/bin/sh
-# Stand-in for kubectl: renders for real, records every cluster call, and fails
-# `rollout status` while the file named by $FAIL_ROLLOUT exists (the first status only).
+OLD_IMAGE = "ghcr.io/acme/churn-model@sha256:" + "fedcba9876543210" * 4
+RECORDING_KUBECTL = """#!/bin/sh
 echo "$*" >> "$KUBECTL_CALLS"
-case "$1" in
-    kustomize) exec "$REAL_KUBECTL" "$@" ;;
-    rollout)
-        if [ "$2" = status ] && [ -e "$FAIL_ROLLOUT" ]; then
-            rm -f "$FAIL_ROLLOUT"
-            echo "error: timed out waiting for the condition" >&2
-            exit 1
-        fi ;;
-esac
-exit 0
+exec "$REAL_KUBECTL" "$@"
 """
 
 
+class Deploys:
+    """Runs deploy.sh against one stand-in cluster and reads what it left there."""
+
+    def __init__(self, project, api, tmp_path):
+        self.project, self.api = project, api
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        wrapper = bin_dir / "kubectl"
+        wrapper.write_text(RECORDING_KUBECTL, encoding="utf-8")
+        wrapper.chmod(0o755)
+        self.calls = tmp_path / "calls"
+        self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                    "REAL_KUBECTL": kubectl(), "KUBECTL_CALLS": str(self.calls),
+                    "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig"))}
+
+    def __call__(self, *args, render_only=False):
+        """Run deploy.sh with ``args``; return the completed process."""
+        self.calls.write_text("", encoding="utf-8")
+        env = {**self.env, **({"RENDER_ONLY": "1"} if render_only else {})}
+        return subprocess.run([self.project / "deploy/k8s/deploy.sh", *args], env=env,
+                              capture_output=True, text=True, timeout=180)
+
+    def cluster_calls(self):
+        """The kubectl command lines of the last run that reached the cluster."""
+        return [line for line in self.calls.read_text(encoding="utf-8").splitlines()
+                if not line.startswith("kustomize")]
+
+
+def namespace_of(rendered, overlay):
+    """The one namespace ``overlay`` deploys to."""
+    return one(rendered[overlay], "Deployment")["metadata"]["namespace"]
+
+
 @pytest.fixture
-def deploy(project, tmp_path):
-    """Return ``deploy(*args, fail_rollout=False) -> (result, cluster calls)``."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "kubectl"
-    fake.write_text(FAKE_KUBECTL, encoding="utf-8")
-    fake.chmod(0o755)
-    calls = tmp_path / "calls"
+def stub(setup, rendered):
+    """A stand-in cluster in which an admin made both namespaces and the deploy Role."""
+    with KubeApiStub() as api:
+        api.cluster.namespaces = {namespace_of(rendered, overlay) for overlay in OVERLAYS}
+        api.cluster.rules = one(setup["staging"], "Role")["rules"]
+        yield api
 
-    def run(*args, fail_rollout=False, render_only=False):
-        calls.write_text("", encoding="utf-8")
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-               "REAL_KUBECTL": kubectl(), "KUBECTL_CALLS": str(calls),
-               "FAIL_ROLLOUT": str(tmp_path / "fail-rollout")}
-        if fail_rollout:
-            (tmp_path / "fail-rollout").touch()
-        if render_only:
-            env["RENDER_ONLY"] = "1"
-        result = subprocess.run([project / "deploy/k8s/deploy.sh", *args], env=env,
-                                capture_output=True, text=True, timeout=120)
-        cluster = [line for line in calls.read_text(encoding="utf-8").splitlines()
-                   if not line.startswith("kustomize")]
-        return result, cluster
 
-    return run
+@pytest.fixture
+def deploy(project, stub, tmp_path):
+    """Run deploy.sh against the stand-in cluster."""
+    return Deploys(project, stub, tmp_path)
 
 
 def test_deploy_sets_the_given_image_on_every_workload(deploy):
-    result, cluster = deploy("staging", IMAGE, render_only=True)
+    result = deploy("staging", IMAGE, render_only=True)
     assert result.returncode == 0, result.stderr
     images = {container["image"]
               for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] in
               {"Deployment", "CronJob"}
               for container in pod_spec(doc)["containers"]}
     assert images == {IMAGE}
-    assert cluster == []
+    assert deploy.cluster_calls() == []
 
 
-def test_deploy_applies_and_waits_for_the_rollout(deploy):
-    result, cluster = deploy("staging", IMAGE, "2m")
+def test_deploy_applies_every_object_and_waits_for_the_server(deploy, stub, rendered):
+    result = deploy("staging", IMAGE, "30s")
     assert result.returncode == 0, result.stderr
-    assert [call.split()[:2] for call in cluster] == [["apply", "-f"], ["rollout", "status"]]
-    assert "--timeout=2m" in cluster[1]
-    assert "-l app.kubernetes.io/component=server" in cluster[1]
+    namespace = namespace_of(rendered, "staging")
+    assert set(stub.cluster.specs(namespace)) == set(rendered["staging"])
+    assert stub.cluster.images(namespace) == {"Deployment": IMAGE, "CronJob": IMAGE}
+    status = [call for call in deploy.cluster_calls() if call.startswith("rollout status")]
+    assert len(status) == 1 and "--timeout=30s" in status[0]
+    assert "-l app.kubernetes.io/component=server" in status[0]
+    assert f"Deployed {IMAGE} to staging." in result.stdout
 
 
-def test_deploy_rolls_back_and_fails_when_the_rollout_does_not_finish(deploy):
-    result, cluster = deploy("production", IMAGE, fail_rollout=True)
+def test_a_release_tag_like_1_2_deploys_as_a_tag_not_a_number(deploy, stub, rendered):
+    # release.yml publishes MAJOR.MINOR tags; unquoted, YAML reads 1.2 as a number.
+    result = deploy("staging", "ghcr.io/acme/churn-model:1.2", "30s")
+    assert result.returncode == 0, result.stderr
+    image = "ghcr.io/acme/churn-model:1.2"
+    assert stub.cluster.images(namespace_of(rendered, "staging")) == {
+        "Deployment": image, "CronJob": image}
+
+
+def deploy_the_previous_release(deploy, stub, rendered, overlay):
+    """Deploy OLD_IMAGE, then change the autoscaler as if that release had its own setting;
+    return the specs of every object, as a rollback must leave them."""
+    result = deploy(overlay, OLD_IMAGE, "30s")
+    assert result.returncode == 0, result.stderr
+    namespace = namespace_of(rendered, overlay)
+    hpa = one(rendered[overlay], "HorizontalPodAutoscaler")["metadata"]["name"]
+    stub.cluster.objects[("horizontalpodautoscalers", namespace, hpa)]["spec"][
+        "maxReplicas"] = 17
+    return stub.cluster.specs(namespace)
+
+
+def test_a_rollout_that_never_finishes_puts_back_every_object(deploy, stub, rendered):
+    before = deploy_the_previous_release(deploy, stub, rendered, "production")
+    stub.cluster.broken_images.add(IMAGE)
+    result = deploy("production", IMAGE, "3s")
     assert result.returncode == 1
-    assert [call.split()[:2] for call in cluster] == [
-        ["apply", "-f"], ["rollout", "status"], ["rollout", "undo"], ["rollout", "status"]]
-    assert "rolling back" in result.stderr
+    assert f"{IMAGE} did not become ready in production within 3s" in result.stderr
+    namespace = namespace_of(rendered, "production")
+    # The monitor CronJob too: it must not check drift with the failed release's model.
+    assert stub.cluster.images(namespace) == {"Deployment": OLD_IMAGE, "CronJob": OLD_IMAGE}
+    assert stub.cluster.specs(namespace) == before
+    # ... and it waited for the previous server to be ready again.
+    assert deploy.cluster_calls()[-1].startswith("rollout status")
+    assert "Put back what ran before" in result.stderr
+
+
+def test_an_apply_that_fails_part_way_puts_back_what_it_had_changed(deploy, stub, rendered):
+    before = deploy_the_previous_release(deploy, stub, rendered, "staging")
+    # The budget comes after the Deployment and the CronJob: kubectl applies those, is refused
+    # this one (say, by an admission policy), applies the rest, and exits 1.
+    stub.cluster.refusals[("patch", "poddisruptionbudgets")] = (
+        403, "Forbidden", 'admission webhook "policy.example.com" denied the request: '
+        "budgets need a review")
+    result = deploy("staging", IMAGE, "30s")
+    assert result.returncode == 1
+    assert "denied the request" in result.stderr
+    assert f"Applying {IMAGE} to staging failed" in result.stderr
+    namespace = namespace_of(rendered, "staging")
+    assert stub.cluster.images(namespace) == {"Deployment": OLD_IMAGE, "CronJob": OLD_IMAGE}
+    assert stub.cluster.specs(namespace) == before
+
+
+def test_a_failed_first_deploy_removes_what_it_created_and_waits_once(deploy, stub, rendered):
+    stub.cluster.broken_images.add(IMAGE)
+    result = deploy("staging", IMAGE, "3s")
+    assert result.returncode == 1
+    assert "Nothing to roll back to" in result.stderr
+    assert stub.cluster.specs(namespace_of(rendered, "staging")) == {}
+    assert len([call for call in deploy.cluster_calls()
+                if call.startswith("rollout status")]) == 1
+
+
+def test_a_claim_that_stays_pending_is_reported_with_its_reason(deploy, stub, rendered):
+    claim = one(rendered["staging"], "PersistentVolumeClaim")["metadata"]["name"]
+    reason = ("failed to provision volume with StorageClass \"standard-rwo\": rpc error: "
+              "code = InvalidArgument desc = VolumeCapabilities is invalid: specified "
+              "multi writer with mount access type")
+    stub.cluster.unprovisionable[claim] = reason
+    result = deploy("staging", IMAGE, "3s")
+    assert result.returncode == 1
+    assert f"the claim {claim} is Pending" in result.stderr
+    assert f"ProvisioningFailed: {reason}" in result.stderr
 
 
 def test_rollout_selector_picks_the_server_deployment_out_of_the_manifest(deploy, tmp_path):
     # deploy.sh waits with `kubectl rollout status -f MANIFEST -l component=server`: real
-    # kubectl, against a stand-in API server, must pick out exactly the one Deployment.
-    result, _ = deploy("staging", IMAGE, render_only=True)
+    # kubectl must pick out exactly the one Deployment.
+    assert deploy("staging", IMAGE, "30s").returncode == 0
+    result = deploy("staging", IMAGE, render_only=True)
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text(result.stdout, encoding="utf-8")
-    with KubeApiStub() as api:
-        status = subprocess.run(
-            [kubectl(), "rollout", "status", "-f", manifest,
-             "-l", "app.kubernetes.io/component=server", "--timeout=60s"],
-            env={**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig"))},
-            capture_output=True, text=True, timeout=120,
-        )
+    status = subprocess.run(
+        [kubectl(), "rollout", "status", "-f", manifest,
+         "-l", "app.kubernetes.io/component=server", "--timeout=60s"],
+        env=deploy.env, capture_output=True, text=True, timeout=120,
+    )
     assert status.returncode == 0, status.stderr
     assert status.stdout.strip() == 'deployment "churn-model-server" successfully rolled out'
 
@@ -324,8 +448,11 @@ def test_deploy_leaves_no_temporary_files(deploy, project):
     assert not list((project / "deploy/k8s").glob(".deploy-*"))
 
 
-@pytest.mark.parametrize("args", [(), ("staging",), ("qa", IMAGE)], ids=["none", "one", "bad"])
+@pytest.mark.parametrize("args", [
+    (), ("staging",), ("qa", IMAGE), ("staging", "ghcr.io/acme/Churn:1.2"),
+    ("staging", "ghcr.io/acme/churn@sha256:abc"), ("staging", "ghcr.io/acme/churn:1.2\nx: y"),
+], ids=["none", "one", "bad-overlay", "upper-case", "short-digest", "yaml-in-tag"])
 def test_deploy_refuses_wrong_arguments(deploy, args):
-    result, cluster = deploy(*args)
+    result = deploy(*args)
     assert result.returncode == 2
-    assert cluster == []
+    assert deploy.cluster_calls() == []
