@@ -34,7 +34,7 @@ RESOURCES = [
 GROUP_VERSIONS = sorted({gv for gv, *_ in RESOURCES if "/" in gv})
 KINDS = {plural: (gv, kind, namespaced) for gv, plural, kind, namespaced in RESOURCES}
 # How long a watch stays open before the server ends it (kubectl then watches again).
-WATCH_SECONDS = 1.0
+WATCH_SECONDS = 1.5
 
 
 def discovery(path):
@@ -122,6 +122,44 @@ def allowed(rules, verb, group, plural):
         and (plural in rule.get("resources", []) or "*" in rule.get("resources", []))
         for rule in rules
     )
+
+
+def merge_key(field, items):
+    """The key that identifies the items of list ``field`` in a strategic merge patch."""
+    keys = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
+            "imagePullSecrets": "name", "volumeMounts": "mountPath"}
+    if field == "ports":
+        return "containerPort" if any("containerPort" in item for item in items) else "port"
+    return keys.get(field)
+
+
+def strategic_merge(live, patch):
+    """Apply a strategic merge patch (what client-side ``kubectl apply`` sends) to ``live``.
+
+    Maps merge, ``null`` deletes, lists of named items merge by their key, other lists are
+    replaced; the ``$setElementOrder`` directives only order items and are dropped here.
+    """
+    merged = copy.deepcopy(live)
+    for field, value in patch.items():
+        if field.startswith("$"):
+            continue
+        if value is None:
+            merged.pop(field, None)
+        elif isinstance(value, dict) and isinstance(merged.get(field), dict):
+            merged[field] = strategic_merge(merged[field], value)
+        elif (isinstance(value, list) and isinstance(merged.get(field), list)
+              and merge_key(field, value + merged[field])):
+            key = merge_key(field, value + merged[field])
+            items = {item.get(key): item for item in merged[field]}
+            for item in value:
+                if item.get("$patch") == "delete":
+                    items.pop(item.get(key), None)
+                else:
+                    items[item.get(key)] = strategic_merge(items.get(item.get(key), {}), item)
+            merged[field] = list(items.values())
+        else:
+            merged[field] = copy.deepcopy(value)
+    return merged
 
 
 def claim_names(deployment):
@@ -392,10 +430,17 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def patch(self, plural, namespace, name, query, body):
-        """Server-side apply (application/apply-patch+yaml): create, or set what was applied."""
+        """Server-side apply (create, or set what was applied), or a strategic merge patch."""
+        if self.headers.get("Content-Type") == "application/strategic-merge-patch+json":
+            previous = self.cluster.objects.get((plural, namespace, name))
+            if previous is None:
+                return self.not_found(plural, name)
+            merged = strategic_merge(previous, json.loads(body))
+            return 200, self.cluster.view(plural, self.cluster.store(plural, namespace, merged,
+                                                                     previous))
         if self.headers.get("Content-Type") != "application/apply-patch+yaml":
-            return 415, status(415, "UnsupportedMediaType", "the stand-in takes only "
-                               "server-side apply patches")
+            return 415, status(415, "UnsupportedMediaType", "the stand-in takes server-side "
+                               "apply and strategic merge patches")
         if namespace not in self.cluster.namespaces:
             return 404, status(404, "NotFound", f'namespaces "{namespace}" not found',
                                {"name": namespace, "kind": "namespaces"})
@@ -434,6 +479,9 @@ class Handler(BaseHTTPRequestHandler):
         """Create an object (POST)."""
         obj = json.loads(body)
         name = obj["metadata"]["name"]
+        if namespace not in self.cluster.namespaces:
+            return 404, status(404, "NotFound", f'namespaces "{namespace}" not found',
+                               {"name": namespace, "kind": "namespaces"})
         if (plural, namespace, name) in self.cluster.objects:
             return 409, status(409, "AlreadyExists", f'{plural} "{name}" already exists')
         return 201, self.cluster.view(plural, self.cluster.store(plural, namespace, obj))

@@ -379,11 +379,11 @@ def test_a_rollout_that_never_finishes_puts_back_every_object(deploy, stub, rend
     stub.cluster.broken_images.add(IMAGE)
     result = deploy("production", IMAGE, "3s")
     assert result.returncode == 1
-    assert f"{IMAGE} did not become ready in production within 3s" in result.stderr
     namespace = namespace_of(rendered, "production")
     # The monitor CronJob too: it must not check drift with the failed release's model.
     assert stub.cluster.images(namespace) == {"Deployment": OLD_IMAGE, "CronJob": OLD_IMAGE}
     assert stub.cluster.specs(namespace) == before
+    assert f"{IMAGE} did not become ready in production within 3s" in result.stderr
     # ... and it waited for the previous server to be ready again.
     assert deploy.cluster_calls()[-1].startswith("rollout status")
     assert "Put back what ran before" in result.stderr
@@ -398,21 +398,21 @@ def test_an_apply_that_fails_part_way_puts_back_what_it_had_changed(deploy, stub
         "budgets need a review")
     result = deploy("staging", IMAGE, "30s")
     assert result.returncode == 1
-    assert "denied the request" in result.stderr
-    assert f"Applying {IMAGE} to staging failed" in result.stderr
     namespace = namespace_of(rendered, "staging")
     assert stub.cluster.images(namespace) == {"Deployment": OLD_IMAGE, "CronJob": OLD_IMAGE}
     assert stub.cluster.specs(namespace) == before
+    assert "denied the request" in result.stderr
+    assert f"Applying {IMAGE} to staging failed" in result.stderr
 
 
 def test_a_failed_first_deploy_removes_what_it_created_and_waits_once(deploy, stub, rendered):
     stub.cluster.broken_images.add(IMAGE)
     result = deploy("staging", IMAGE, "3s")
     assert result.returncode == 1
-    assert "Nothing to roll back to" in result.stderr
-    assert stub.cluster.specs(namespace_of(rendered, "staging")) == {}
     assert len([call for call in deploy.cluster_calls()
                 if call.startswith("rollout status")]) == 1
+    assert stub.cluster.specs(namespace_of(rendered, "staging")) == {}
+    assert "Nothing to roll back to" in result.stderr
 
 
 def test_a_claim_that_stays_pending_is_reported_with_its_reason(deploy, stub, rendered):
