@@ -190,6 +190,10 @@ class Cluster:
         self.unprovisionable = {}
         # {(verb, plural): (code, reason, message)}: writes that are refused.
         self.refusals = {}
+        # {plural: n}: the next n replaces of that kind race a controller's write (a status
+        # update) between kubectl's read and its write, and so meet a conflict.
+        self.racing_writes = {}
+        self.conflicts = 0
         # The rules of the Role every request is authorized against; None allows all.
         self.rules = None
         self.user = "system:serviceaccount:deploy:deployer"
@@ -458,8 +462,12 @@ class Handler(BaseHTTPRequestHandler):
         if previous is None:
             return self.not_found(plural, name)
         replacement = json.loads(body)
+        if self.cluster.racing_writes.get(plural):
+            self.cluster.racing_writes[plural] -= 1
+            previous["metadata"]["resourceVersion"] = self.cluster.next_version()
         version = replacement["metadata"].get("resourceVersion")
         if version and version != previous["metadata"]["resourceVersion"]:
+            self.cluster.conflicts += 1
             group = group_of(KINDS[plural][0])
             return 409, status(409, "Conflict", f'Operation cannot be fulfilled on {plural}'
                                f'{"." + group if group else ""} "{name}": the object has '

@@ -389,6 +389,19 @@ def test_a_rollout_that_never_finishes_puts_back_every_object(deploy, stub, rend
     assert "Put back what ran before" in result.stderr
 
 
+def test_a_rollback_that_races_a_controller_write_tries_again(deploy, stub, rendered):
+    # The Deployment controller updates the status of a stuck rollout: a replace that read
+    # the object before such a write is refused with a conflict, and must be made again.
+    before = deploy_the_previous_release(deploy, stub, rendered, "staging")
+    stub.cluster.broken_images.add(IMAGE)
+    stub.cluster.racing_writes["deployments"] = 1
+    result = deploy("staging", IMAGE, "3s")
+    assert result.returncode == 1
+    assert stub.cluster.conflicts == 1
+    assert stub.cluster.specs(namespace_of(rendered, "staging")) == before
+    assert "Put back what ran before" in result.stderr
+
+
 def test_an_apply_that_fails_part_way_puts_back_what_it_had_changed(deploy, stub, rendered):
     before = deploy_the_previous_release(deploy, stub, rendered, "staging")
     # The budget comes after the Deployment and the CronJob: kubectl applies those, is refused

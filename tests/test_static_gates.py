@@ -244,6 +244,15 @@ def test_overlay_renders_to_valid_kubernetes_objects(overlay, combination, proje
     assert not kubernetes_errors(documents)
 
 
+@pytest.mark.parametrize("environment", ["staging", "production"])
+@combinations(KUBERNETES_COMBINATIONS)
+def test_setup_renders_to_valid_kubernetes_objects(environment, combination, projects):
+    documents = render(projects[combination] / "deploy" / "k8s" / "setup" / environment)
+    assert {document["kind"] for document in documents} == {
+        "Namespace", "ServiceAccount", "Role", "RoleBinding"}
+    assert not kubernetes_errors(documents)
+
+
 @combinations([a for a in KUBERNETES_COMBINATIONS if a["gpu_image"] == "yes"])
 def test_gpu_training_job_renders_to_valid_kubernetes_objects(combination, projects):
     documents = render(projects[combination] / "deploy" / "k8s" / "training")

@@ -367,13 +367,6 @@ def test_deployments_are_never_cancelled_half_way(workflows, workflow, job):
     assert jobs(workflows[workflow])[job]["concurrency"]["cancel-in-progress"] is False
 
 
-def test_deploy_script_rolls_back_a_failed_rollout(project):
-    script = (project / "deploy/k8s/deploy.sh").read_text(encoding="utf-8")
-    status = script.index("kubectl rollout status")
-    assert status < script.index("kubectl rollout undo")
-    assert script.rstrip().endswith("exit 1")
-
-
 # --- release.yml ----------------------------------------------------------------------------
 
 def test_release_runs_only_on_v_tags(workflows):

@@ -122,10 +122,23 @@ report_pending_claims() {
         phase="${claim#*=}"
         claim="${claim%%=*}"
         [ "$phase" = Pending ] || continue
-        reasons="$(kubectl get events -n "$namespace" -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' \
+        # One line: a workflow annotation (::error) shows only its first.
+        reasons="$(kubectl get events -n "$namespace" -o jsonpath='{range .items[*]}{.reason}: {.message}; {end}' \
             --field-selector "involvedObject.kind=PersistentVolumeClaim,involvedObject.name=$claim" || true)"
         fail "the claim $claim is Pending, so pods that mount it cannot start: ${reasons:-no events yet; see kubectl -n $namespace describe pvc $claim}"
     done
+}
+
+# Replace an object with its recorded state. kubectl reads the object's version and writes
+# it back with it; a controller's write in between (the Deployment's status during a rollout)
+# makes that a conflict, so try again.
+put_back() {
+    local attempt
+    for attempt in 1 2 3; do
+        kubectl replace -f "$1" && return 0
+        [ "$attempt" -eq 3 ] || sleep 1
+    done
+    return 1
 }
 
 # $1 says what failed. Exits 1.
@@ -135,7 +148,7 @@ roll_back() {
     report_pending_claims
     for file in "$work"/before/*.json; do
         [ -e "$file" ] || continue
-        kubectl replace -f "$file" || problems=1
+        put_back "$file" || problems=1
     done
     # Objects that did not exist before this deploy: whatever it created of them goes.
     kubectl get -f "$manifest" --ignore-not-found -o name > "$work/after.txt" || problems=1
