@@ -464,7 +464,8 @@ def test_deploy_leaves_no_temporary_files(deploy, project):
 @pytest.mark.parametrize("args", [
     (), ("staging",), ("qa", IMAGE), ("staging", "ghcr.io/acme/Churn:1.2"),
     ("staging", "ghcr.io/acme/churn@sha256:abc"), ("staging", "ghcr.io/acme/churn:1.2\nx: y"),
-], ids=["none", "one", "bad-overlay", "upper-case", "short-digest", "yaml-in-tag"])
+    ("staging", "ghcr.io/acme/churn"),
+], ids=["none", "one", "bad-overlay", "upper-case", "short-digest", "yaml-in-tag", "no-tag"])
 def test_deploy_refuses_wrong_arguments(deploy, args):
     result = deploy(*args)
     assert result.returncode == 2

@@ -38,7 +38,8 @@ digest=""
 [ "$name" = "$image" ] || digest="${image#*@}"
 tag=""
 case "${name##*/}" in *:*) tag="${name##*:}"; name="${name%:*}" ;; esac
-if ! [[ "$name" =~ ^[a-z0-9]+([._:/-]+[a-z0-9]+)*$ ]] ||
+# One of TAG and DIGEST is required: without, the overlay's own tag would silently stay.
+if ! [[ "$name" =~ ^[a-z0-9]+([._:/-]+[a-z0-9]+)*$ ]] || [ -z "$tag$digest" ] ||
     ! [[ -z "$tag" || "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] ||
     ! [[ -z "$digest" || "$digest" =~ ^sha256:[0-9a-f]{64}$ ]]; then
     echo "'$image' is not an image reference: REGISTRY/NAME, with :TAG or @sha256:DIGEST" >&2
@@ -176,7 +177,7 @@ roll_back() {
 # object it can and then exits non-zero (kubernetes/kubectl#845), so a failed apply may have
 # changed some objects already.
 if ! kubectl apply --server-side --force-conflicts -f "$manifest"; then
-    roll_back "Applying $image to $overlay failed."
+    roll_back "Applying $image to $overlay failed (see kubectl's errors above; is the namespace made, by deploy/k8s/setup/$overlay?)."
 fi
 # The server Deployment is the one resource labelled component=server that rolls out.
 if ! kubectl rollout status -f "$manifest" -l app.kubernetes.io/component=server --timeout="$timeout"; then
