@@ -1,6 +1,7 @@
 """A stand-in Kubernetes API server that the real ``kubectl`` can deploy to and roll back on.
 
-It keeps the objects it is sent (server-side apply, replace, delete), answers discovery, gets,
+It keeps the objects it is sent (server-side apply, client-side apply's strategic merge
+patches, replace, delete), answers discovery and OpenAPI, gets,
 lists and watches for the kinds the overlays render, and simulates what the controllers would
 report: a Deployment whose pods cannot become ready (an image in ``broken_images``, or a claim
 that stays Pending) never finishes its rollout. It authorizes every request against the

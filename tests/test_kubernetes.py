@@ -228,6 +228,8 @@ def test_setup_binds_the_deploy_role_to_the_deploy_account_in_that_namespace(set
                                     "namespace": account["metadata"]["namespace"]}]
     assert {obj["kind"] for obj in objects.values()} == {
         "Namespace", "ServiceAccount", "Role", "RoleBinding"}
+    for rule in one(objects, "Role")["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

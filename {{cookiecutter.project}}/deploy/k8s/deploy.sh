@@ -173,9 +173,11 @@ roll_back() {
 }
 
 # --- Apply and wait ------------------------------------------------------------------------
-# Server-side apply, taking over fields that a rollback's replace took. kubectl applies every
-# object it can and then exits non-zero (kubernetes/kubectl#845), so a failed apply may have
-# changed some objects already.
+# Server-side apply, taking over fields that a rollback's replace took; objects that earlier
+# deploys applied client-side move over without conflicts (kubernetes.io/docs/reference/
+# using-api/server-side-apply/#upgrading-from-client-side-apply-to-server-side-apply).
+# kubectl applies every object it can and then exits non-zero (kubernetes/kubectl#845), so a
+# failed apply may have changed some objects already.
 if ! kubectl apply --server-side --force-conflicts -f "$manifest"; then
     roll_back "Applying $image to $overlay failed (see kubectl's errors above; is the namespace made, by deploy/k8s/setup/$overlay?)."
 fi
