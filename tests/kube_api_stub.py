@@ -1,10 +1,10 @@
 """A stand-in Kubernetes API server that the real ``kubectl`` can deploy to and roll back on.
 
 It keeps the objects it is sent (server-side apply, client-side apply's strategic merge
-patches, replace, delete), answers discovery and OpenAPI, gets,
-lists and watches for the kinds the overlays render, and simulates what the controllers would
-report: a Deployment whose pods cannot become ready (an image in ``broken_images``, or a claim
-that stays Pending) never finishes its rollout. It authorizes every request against the
+patches, replace, delete), answers discovery and OpenAPI, gets, lists and watches for the
+kinds the overlays render, and simulates what the controllers would report: a Deployment
+whose pods cannot become ready (an image in ``broken_images``, or a claim that stays Pending)
+never finishes its rollout. It authorizes every request against the
 rules of one namespace-scoped Role, as the API server does for a deploy account bound to it,
 and can refuse chosen writes the way an admission webhook or a missing right would. It listens
 on 127.0.0.1 and records every request as ``(verb, path)``.
