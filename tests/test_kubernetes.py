@@ -430,6 +430,16 @@ def test_a_failed_first_deploy_removes_what_it_created_and_waits_once(deploy, st
     assert "Nothing to roll back to" in result.stderr
 
 
+def test_a_deploy_before_the_namespace_was_made_says_where_it_is_made(deploy, stub, rendered):
+    stub.cluster.namespaces = set()
+    result = deploy("staging", IMAGE, "30s")
+    assert result.returncode == 1
+    namespace = namespace_of(rendered, "staging")
+    assert f'namespaces "{namespace}" not found' in result.stderr
+    assert "deploy/k8s/setup/staging" in result.stderr
+    assert stub.cluster.specs(namespace) == {}
+
+
 def test_a_claim_that_stays_pending_is_reported_with_its_reason(deploy, stub, rendered):
     claim = one(rendered["staging"], "PersistentVolumeClaim")["metadata"]["name"]
     reason = ("failed to provision volume with StorageClass \"standard-rwo\": rpc error: "
