@@ -12,6 +12,12 @@ DEMO_DIR ?= build
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= auto
 
+# uv reads the platform's certificate store, as pip does, instead of its bundled roots: behind
+# a TLS-intercepting proxy whose CA the system trusts, uv then works wherever pip does (without
+# it: "invalid peer certificate: UnknownIssuer"). UV_SYSTEM_CERTS is uv's setting for
+# --system-certs; every uv that make starts inherits it.
+export UV_SYSTEM_CERTS ?= 1
+
 # The environment is rebuilt whenever the pinned requirements change.
 INSTALLED := $(VENV)/.installed
 
