@@ -138,3 +138,13 @@ def evaluate(expression, contexts, functions=None):
 def interpolate(template, contexts):
     """Replace each ``${{ expression }}`` in a string (a concurrency group) by its value."""
     return re.sub(r"\$\{\{(.*?)\}\}", lambda m: str(evaluate(m[1], contexts)), str(template))
+
+
+def concurrency_of(workflow, event_name, ref, sha):
+    """Return (group, cancel-in-progress) of a workflow's run for one event of ``github``."""
+    github = {"event_name": event_name, "ref": ref, "sha": sha}
+    concurrency = workflow["concurrency"]
+    cancel = concurrency.get("cancel-in-progress", False)
+    if isinstance(cancel, str):
+        cancel = bool(evaluate(cancel, {"github": github}))
+    return interpolate(concurrency["group"], {"github": github}), cancel

