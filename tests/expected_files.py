@@ -21,7 +21,10 @@ FILES = {
     "Makefile": ALWAYS,
     "README.md": ALWAYS,
     "pyproject.toml": ALWAYS,
+    "requirements/dev.in": ALWAYS,
     "requirements/dev.txt": ALWAYS,
+    "requirements/inputs.py": ALWAYS,
+    "requirements/prod.in": ALWAYS,
     "requirements/prod.txt": ALWAYS,
     # The package
     "src/{package}/__init__.py": ALWAYS,

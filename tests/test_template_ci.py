@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import baking
+from gha_expressions import concurrency_of
 
 WORKFLOWS = baking.TEMPLATE_DIR / ".github" / "workflows"
 
@@ -75,6 +76,22 @@ def test_ci_runs_make_lint_test_of_a_project_baked_for_each_python_version(ci):
 
 def test_ci_runs_the_readmes_first_command(ci):
     job_running(ci, "demo")
+
+
+def test_no_run_of_main_is_ever_cancelled(ci):
+    # release.yml releases only a commit whose run here passed. In a shared concurrency group a
+    # newer pending run cancels the older one ("Control the concurrency of workflows and jobs",
+    # GitHub Docs), so each push to main needs a group of its own, never cancelled.
+    first = concurrency_of(ci, "push", "refs/heads/main", "a" * 40)
+    second = concurrency_of(ci, "push", "refs/heads/main", "b" * 40)
+    assert first[0] != second[0] or ci["concurrency"].get("queue") == "max"
+    assert second[1] is False
+
+
+def test_pull_request_runs_cancel_the_previous_run_of_the_same_pull_request(ci):
+    first = concurrency_of(ci, "pull_request", "refs/pull/3/merge", "c" * 40)
+    newer = concurrency_of(ci, "pull_request", "refs/pull/3/merge", "d" * 40)
+    assert newer[1] is True and first[0] == newer[0]
 
 
 def test_release_runs_only_for_version_tags():

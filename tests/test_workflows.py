@@ -7,12 +7,17 @@ timeouts, pinned actions, no credentials left behind, no expressions inside scri
 the template's own workflows too. Pin comments and their agreement are test_pins.py's subject.
 """
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 import baking
+from gha_expressions import concurrency_of, evaluate
 
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
 
@@ -269,9 +274,28 @@ def test_ci_smoke_tests_the_cpu_image_with_make_smoke(workflows):
     assert smoke["run"].startswith("make smoke")
 
 
+def main_runs_can_cancel_each_other(workflow):
+    """True when one push to main can cancel another's run, running or pending.
+
+    In a shared group a newer pending run cancels the older pending one, whatever
+    cancel-in-progress says, unless the group queues (queue: max); cancel-in-progress also
+    cancels the running one ("Control the concurrency of workflows and jobs", GitHub Docs).
+    """
+    first = concurrency_of(workflow, "push", "refs/heads/main", "a" * 40)
+    second = concurrency_of(workflow, "push", "refs/heads/main", "b" * 40)
+    if first[0] != second[0]:
+        return False
+    return second[1] or workflow["concurrency"].get("queue") != "max"
+
+
 def test_pull_request_runs_of_ci_cancel_each_other_but_main_runs_finish(workflows):
-    concurrency = workflows["ci.yml"]["concurrency"]
-    assert concurrency["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+    ci = workflows["ci.yml"]
+    first = concurrency_of(ci, "pull_request", "refs/pull/7/merge", "a" * 40)
+    second = concurrency_of(ci, "pull_request", "refs/pull/7/merge", "b" * 40)
+    assert first[0] == second[0] and second[1] is True
+    other = concurrency_of(ci, "pull_request", "refs/pull/8/merge", "c" * 40)
+    assert other[0] != first[0]
+    assert not main_runs_can_cancel_each_other(ci)
 
 
 # --- The image workflows --------------------------------------------------------------------
@@ -294,8 +318,23 @@ def test_gpu_builds_free_disk_space_before_buildx(project):
     steps = steps_of(load(project / ".github/actions/image-setup/action.yml"))
     names = [step["name"] for step in steps]
     free = names.index("Free disk space for the CUDA layers")
-    assert steps[free]["if"] == "inputs.kind == 'gpu'"
     assert free < names.index("Set up Docker Buildx")
+
+
+@pytest.mark.parametrize("kind, environment, runs", [
+    ("gpu", "github-hosted", True),
+    ("gpu", "self-hosted", False),
+    ("cpu", "github-hosted", False),
+])
+def test_disk_is_freed_only_for_gpu_builds_on_github_hosted_runners(project, kind, environment,
+                                                                    runs):
+    # On a self-hosted runner `docker image prune --all` deletes the images of everyone who
+    # shares its daemon. runner.environment: "Contexts reference", GitHub Docs.
+    steps = steps_of(load(project / ".github/actions/image-setup/action.yml"))
+    free = next(step for step in steps if step["name"] == "Free disk space for the CUDA layers")
+    assert "docker image prune" in free["run"]
+    contexts = {"inputs": {"kind": kind}, "runner": {"environment": environment}}
+    assert bool(evaluate(free["if"], contexts)) is runs
 
 
 def test_images_are_named_after_the_repository_in_lowercase(project):
@@ -310,9 +349,52 @@ def test_published_images_carry_provenance_an_sbom_and_an_attestation(workflows)
     assert build["push"] is True and build["sbom"] is True
     assert build["provenance"] == "mode=max"
     assert build["no-cache"] is True
-    attest = step_named(publish, "Attest")
+    attest = step_named(publish, "Attest the build provenance")
     assert attest["uses"].startswith("actions/attest-build-provenance@")
     assert attest["with"]["push-to-registry"] is True
+
+
+def attestation_decision(workflows, tmp_path, visibility, opt_in):
+    """Run image-publish.yml's "Decide whether to attest" script; return (output, stdout)."""
+    step = step_named(jobs(workflows["image-publish.yml"])["publish"], "Decide whether to attest")
+    output = tmp_path / "github_output"
+    output.write_text("")
+    env = {**os.environ, "GITHUB_OUTPUT": str(output), "VISIBILITY": visibility, "OPT_IN": opt_in}
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], env=env, capture_output=True,
+                            text=True, check=True)
+    return dict(line.split("=", 1) for line in output.read_text().splitlines()), result.stdout
+
+
+@pytest.mark.parametrize("visibility, opt_in, attests", [
+    ("public", "", True),
+    ("private", "", False),
+    ("internal", "", False),
+    ("private", "true", True),
+    ("internal", "true", True),
+])
+def test_images_are_attested_where_the_plan_allows_it(workflows, tmp_path, visibility, opt_in,
+                                                      attests):
+    # Attestations work in public repositories on every plan, in private and internal ones only
+    # on Enterprise Cloud ("Using artifact attestations to establish provenance for builds",
+    # GitHub Docs); there the attest step would fail the publish job.
+    publish = jobs(workflows["image-publish.yml"])["publish"]
+    decide = step_named(publish, "Decide whether to attest")
+    assert decide["env"] == {"VISIBILITY": "${{ github.event.repository.visibility }}",
+                             "OPT_IN": "${{ vars.ATTEST_PRIVATE_REPOSITORY }}"}
+    outputs, stdout = attestation_decision(workflows, tmp_path, visibility, opt_in)
+    assert outputs == {"enabled": "true" if attests else "false"}
+    assert ("::notice" in stdout) is not attests
+    attest = step_named(publish, "Attest the build provenance")
+    assert bool(evaluate(attest["if"], {"steps": {"attest": {"outputs": outputs}}})) is attests
+
+
+def test_push_provenance_and_sbom_do_not_depend_on_the_attestation(workflows):
+    steps = jobs(workflows["image-publish.yml"])["publish"]["steps"]
+    names = [step["name"] for step in steps]
+    build = names.index("Build and push, with provenance and SBOM")
+    assert "if" not in steps[build]
+    assert build < names.index("Decide whether to attest") < names.index(
+        "Attest the build provenance")
 
 
 # --- deploy.yml -----------------------------------------------------------------------------
@@ -367,6 +449,23 @@ def test_deployments_are_never_cancelled_half_way(workflows, workflow, job):
     assert jobs(workflows[workflow])[job]["concurrency"]["cancel-in-progress"] is False
 
 
+def test_every_push_to_main_is_published_and_deployed_in_order(workflows):
+    # A shared group without `queue: max` keeps one pending run and cancels it for a newer one:
+    # of three quick merges the middle one would never be published ("Control the concurrency
+    # of workflows and jobs", GitHub Docs; queue: GitHub changelog 2026-05-07).
+    deploy = workflows["deploy.yml"]
+    assert not main_runs_can_cancel_each_other(deploy)
+    first = concurrency_of(deploy, "push", "refs/heads/main", "a" * 40)
+    second = concurrency_of(deploy, "push", "refs/heads/main", "b" * 40)
+    assert first[0] == second[0], "one group, so the runs deploy one after another"
+
+
+@pytest.mark.parametrize("workflow, job", [("deploy.yml", "staging"),
+                                           ("release.yml", "production")])
+def test_pending_deployments_queue_instead_of_replacing_each_other(workflows, workflow, job):
+    assert jobs(workflows[workflow])[job]["concurrency"]["queue"] == "max"
+
+
 # --- release.yml ----------------------------------------------------------------------------
 
 def test_release_runs_only_on_v_tags(workflows):
@@ -389,6 +488,46 @@ def test_release_publishes_notes_and_the_served_models_metadata(workflows):
     assert "model-metadata.json" in create and "model-card.md" in create
 
 
+def release_outcomes(workflows, cpu, gpu, cancelled=False):
+    """Decide whether github-release and production run, for given results of the image calls.
+
+    ``cpu`` and ``gpu`` are (result, digest) of the calling jobs; production sees the release
+    job succeed whenever it ran.
+    """
+    release = jobs(workflows["release.yml"])
+    needs = {"cpu-image": {"result": cpu[0], "outputs": {"digest": cpu[1]}},
+             "gpu-image": {"result": gpu[0], "outputs": {"digest": gpu[1]}}}
+    functions = {"cancelled": cancelled, "always": True, "success": False, "failure": False}
+    releases = bool(evaluate(release["github-release"]["if"], {"needs": needs}, functions))
+    needs["github-release"] = {"result": "success" if releases else "skipped"}
+    deploys = bool(evaluate(release["production"]["if"], {"needs": needs}, functions))
+    return releases, deploys
+
+
+PUBLISHED = ("success", "sha256:" + "1" * 64)
+
+
+@pytest.mark.parametrize("gpu", [
+    PUBLISHED,
+    ("success", ""),  # the call ran, found no docker/gpu.Dockerfile, published nothing
+    ("skipped", ""),  # the call's only job skipped (undocumented result: github/docs#30296)
+], ids=["gpu-published", "gpu-absent-success", "gpu-absent-skipped"])
+def test_release_and_production_run_when_the_gpu_image_is_published_or_absent(workflows, gpu):
+    # `success()`, the default condition, would skip both when the GPU call reports skipped.
+    assert release_outcomes(workflows, PUBLISHED, gpu) == (True, True)
+
+
+@pytest.mark.parametrize("cpu, gpu, cancelled", [
+    (("failure", ""), PUBLISHED, False),
+    (("success", ""), PUBLISHED, False),
+    (PUBLISHED, ("failure", ""), False),
+    (PUBLISHED, ("cancelled", ""), False),
+    (PUBLISHED, PUBLISHED, True),
+], ids=["cpu-failed", "cpu-not-published", "gpu-failed", "gpu-cancelled", "run-cancelled"])
+def test_no_release_or_deployment_without_the_published_images(workflows, cpu, gpu, cancelled):
+    assert release_outcomes(workflows, cpu, gpu, cancelled) == (False, False)
+
+
 def test_production_deploys_the_release_behind_its_environment(workflows):
     production = jobs(workflows["release.yml"])["production"]
     assert production["environment"]["name"] == "production"
@@ -398,16 +537,99 @@ def test_production_deploys_the_release_behind_its_environment(workflows):
 
 # --- Dependabot and options -----------------------------------------------------------------
 
-def test_dependabot_updates_pip_actions_and_docker_weekly_grouped_with_a_cooldown(project):
+def test_dependabot_updates_locks_actions_and_docker_weekly_grouped_with_a_cooldown(project):
     updates = load(project / ".github/dependabot.yml")["updates"]
     assert {update["package-ecosystem"] for update in updates} == {
-        "pip", "github-actions", "docker"}
+        "uv", "github-actions", "docker"}
     for update in updates:
         assert update["schedule"]["interval"] == "weekly"
         assert update["cooldown"]["default-days"] >= 7
         assert update["groups"]
     docker = next(update for update in updates if update["package-ecosystem"] == "docker")
     assert docker["directory"] == "/docker"
+
+
+UV_HEADER = "# This file was autogenerated by uv via the following command:"
+LOCKS = ("prod", "dev")
+
+
+def lock_commands(project):
+    """Return the `uv pip compile` commands that `make lock` runs, as uv writes them in a header.
+
+    uv leaves --quiet out of the header and names itself `uv`.
+    """
+    result = subprocess.run(["make", "-n", "lock"], cwd=project, capture_output=True, text=True,
+                            check=True)
+    commands = [line.split() for line in result.stdout.splitlines() if " pip compile " in line]
+    return [" ".join(["uv", *[word for word in command[1:] if word != "--quiet"]])
+            for command in commands]
+
+
+def test_dependabot_updates_the_python_locks_with_uv(project):
+    # Dependabot's uv ecosystem reads requirements/*.in and *.txt as well as uv.lock.
+    updates = load(project / ".github/dependabot.yml")["updates"]
+    locks = next(update for update in updates if update["package-ecosystem"] == "uv")
+    assert locks["directory"] == "/requirements"
+    assert not any(update["package-ecosystem"] == "pip" for update in updates)
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_each_lock_is_compiled_from_the_input_beside_it(project, name):
+    # Dependabot re-resolves a compiled lock only when its input, same name with .in, is beside
+    # it (dependabot-core: RequirementsFileMatcher); it then re-runs `uv pip compile` with the
+    # options the header names, --universal and --python-version among them (CompileFileUpdater).
+    # A lock without both is a list of pins, bumped one at a time.
+    lock = project / "requirements" / f"{name}.txt"
+    assert (project / "requirements" / f"{name}.in").is_file()
+    header = lock.read_text(encoding="utf-8").splitlines()[:2]
+    assert header[0] == UV_HEADER
+    command = header[1].removeprefix("#    ")
+    assert command in lock_commands(project), "the header names the command `make lock` runs"
+    assert f"requirements/{name}.in" in command.split()
+    assert {"--universal", "--python-version"} <= set(command.split())
+
+
+def test_lock_inputs_say_what_pyproject_says(project, tmp_path):
+    check = [sys.executable, "requirements/inputs.py", "--check"]
+    assert subprocess.run(check, cwd=project, capture_output=True).returncode == 0
+    copy = tmp_path / "project"
+    (copy / "requirements").mkdir(parents=True)
+    for name in ("pyproject.toml", "requirements/inputs.py", "requirements/dev.in"):
+        (copy / name).write_bytes((project / name).read_bytes())
+    prod = (project / "requirements/prod.in").read_text(encoding="utf-8")
+    (copy / "requirements/prod.in").write_text(prod.replace("pydantic>=2.7,<3", "pydantic>=2.7,<4"))
+    result = subprocess.run(check, cwd=copy, capture_output=True, text=True)
+    assert result.returncode == 1 and "requirements/prod.in" in result.stderr
+
+
+def recompile(project, name, lock_text, tmp_path):
+    """Run the lock's own header command with ``lock_text`` as the existing output (uv keeps its
+    pins where they resolve); return the pins it writes."""
+    output = tmp_path / f"{name}.txt"
+    output.write_text(lock_text, encoding="utf-8")
+    command = lock_text.splitlines()[1].removeprefix("#    ").split()
+    command = [str(Path(sys.executable).parent / "uv"), *command[1:-1], str(output)]
+    subprocess.run([*command, "--quiet"], cwd=project, check=True, timeout=300,
+                   env={**os.environ, "UV_SYSTEM_CERTS": "1"})
+    return [line for line in output.read_text().splitlines() if not line.startswith("#")]
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_each_lock_is_exactly_what_its_input_compiles_to(project, name, tmp_path):
+    # What Dependabot's recompilation would keep: a lock whose pins resolve together. Needs the
+    # package index (the lock's own pins are preferences, so the result is stable).
+    shipped = (project / "requirements" / f"{name}.txt").read_text(encoding="utf-8")
+    pins = [line for line in shipped.splitlines() if not line.startswith("#")]
+    assert recompile(project, name, shipped, tmp_path) == pins
+
+
+def test_a_single_bumped_pin_of_a_coupled_pair_does_not_survive_recompiling(project, tmp_path):
+    # The failure a plain pin bump causes: pydantic moved without its pydantic-core.
+    shipped = (project / "requirements" / "prod.txt").read_text(encoding="utf-8")
+    core = re.search(r"^pydantic-core==(\S+)$", shipped, re.M)
+    tampered = shipped.replace(core[0], "pydantic-core==2.14.1")
+    assert tampered != shipped
+    assert "pydantic-core==2.14.1" not in recompile(project, "prod", tampered, tmp_path)
 
 
 def test_without_kubernetes_the_deploy_workflow_and_manifests_are_pruned(bake):

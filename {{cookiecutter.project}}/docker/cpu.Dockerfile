@@ -57,8 +57,8 @@ COPY requirements/prod.txt /opt/venv/requirements.txt
 RUN python3 -m venv /tmp/uv \
     && /tmp/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
     && python3 -m venv --without-pip /opt/venv \
-    && UV_PYTHON_DOWNLOADS=never /tmp/uv/bin/uv pip install --no-cache --python /opt/venv/bin/python \
-        --no-deps -r /opt/venv/requirements.txt \
+    && UV_PYTHON_DOWNLOADS=never /tmp/uv/bin/uv pip install --system-certs --no-cache \
+        --python /opt/venv/bin/python --no-deps -r /opt/venv/requirements.txt \
     && rm -rf /tmp/uv \
     && find /opt/venv -depth -type d -path '*/site-packages/*' -name tests -exec rm -rf {} + \
     && find /opt/venv -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pyi' -o -name '*.c' \
@@ -91,7 +91,7 @@ RUN python3 -m venv /opt/uv \
 WORKDIR /build
 COPY pyproject.toml README.md LICENSE ./
 COPY src/ src/
-RUN /opt/uv/bin/uv pip install --no-cache --python /opt/venv/bin/python --no-deps \
+RUN /opt/uv/bin/uv pip install --system-certs --no-cache --python /opt/venv/bin/python --no-deps \
         --target /opt/app . \
     && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/app
 
