@@ -8,6 +8,8 @@ a bookworm container (the air-gapped base for Python 3.11, from the template's s
 
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,14 @@ from image_builds import TEMPLATE_DIR, air_gapped_base
 
 CI_DIR = TEMPLATE_DIR / ".ci"
 BOOKWORM_PYTHON = "3.11"
+
+
+@pytest.mark.parametrize("script", ["run", "install-docker-engine"])
+def test_ci_script_passes_shellcheck(script):
+    shellcheck = Path(sys.executable).with_name("shellcheck")
+    result = subprocess.run([str(shellcheck) if shellcheck.exists() else "shellcheck",
+                             str(CI_DIR / script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ci_run_installs_the_engine_when_dockerd_or_buildx_is_missing():
