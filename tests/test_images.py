@@ -2,16 +2,21 @@
 
 For the default project and for ``gpu_image=no``:
 - hadolint finds nothing in the Dockerfiles, DL3057 (a HEALTHCHECK in the final stage) included;
-- the CPU image builds against a locally built Python base image, Docker reports it healthy,
-  it answers health, serves a prediction, rejects a bad request with a 4xx and runs as a
-  non-root user; the project's own ``make smoke`` passes against it;
+  every FROM line that names an image pins it the way Dependabot can update (tag and digest on
+  a literal line, no ARG);
+- the CPU image builds with BuildKit on a locally built Python base image that a named build
+  context puts in place of the pinned base (as ``make image-cpu BASE_IMAGE=...`` does), runs the
+  base's Python (the test says which), Docker reports it healthy, it answers health, serves a
+  prediction, rejects a bad request with a 4xx and runs as a non-root user; the project's own
+  ``make smoke`` passes against it;
 - inside it, every shared object loads (the build strips them), every module the service
   imports at start has bytecode, and the monitor checks logged traffic without matplotlib;
 - the GPU image (when chosen) builds against the same base and its command line answers.
 
-The base image comes from ``scripts/build-base-image.sh`` (no registry is needed); set
-``BASE_IMAGE`` to test against another one. Images (build stages included) and containers made
-here are removed; the base image stays.
+The base image comes from ``scripts/build-base-image.sh`` (no registry is needed): Debian's
+python3 of the serving image's pinned Python minor version. Set ``BASE_IMAGE`` to test against
+another one (``local/python-base:3.11``, made with ``PYTHON_VERSION=3.11``, for the supported
+floor). Images and containers made here are removed; the base image stays.
 """
 
 import json
@@ -30,16 +35,17 @@ import pytest
 import baking
 import commands
 from conftest import in_ci
+from image_builds import (BASE_IMAGE_SCRIPT, DEPENDABOT_FROM_LINE, BuildFailed, air_gapped_base,
+                          build_image, external_from_lines, python_version_in)
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
-DEFAULT_BASE_IMAGE = "local/python-base:bookworm"
-BASE_IMAGE = os.environ.get("BASE_IMAGE", DEFAULT_BASE_IMAGE)
-BASE_IMAGE_SCRIPT = TEMPLATE_DIR / "scripts" / "build-base-image.sh"
 COMBINATIONS = {"default": {}, "gpu_image_no": {"gpu_image": "no"}}
 APP_UID = "10001"
 # Upper bound for a container to become healthy; Docker's first check runs one
 # HEALTHCHECK interval (10 s) after the start. Not a speed requirement.
 HEALTHY_WITHIN = 120
+# The labels' build arguments, as a release build passes them.
+BUILD_ARGS = {"REVISION": "test", "VERSION": "0.1.0"}
 
 
 def unavailable(reason):
@@ -73,24 +79,14 @@ def http(url, body=None):
 
 
 def build(client, project, dockerfile, base_image):
-    """Build ``dockerfile`` of ``project`` with the Docker SDK (classic builder).
-
-    Returns the image, its tag (unique to this build) and the ids of the untagged images its
-    steps left (build stages, cache).
-    """
-    import docker
-
+    """Build ``dockerfile`` of ``project`` on ``base_image``; return the image and its tag
+    (unique to this build)."""
     tag = f"template-test/{project.name}-{uuid.uuid4().hex[:8]}:{Path(dockerfile).stem}"
     try:
-        image, log = client.images.build(
-            path=str(project), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
-            buildargs={"BASE_IMAGE": base_image, "REVISION": "test", "VERSION": "0.1.0"},
-        )
-    except docker.errors.BuildError as error:
-        text = "".join(c.get("stream", "") + c.get("error", "") for c in error.build_log)
-        pytest.fail(f"{dockerfile} did not build: {error.msg}\n{text[-4000:]}", pytrace=False)
-    steps = re.findall(r"^ ---> ([0-9a-f]{12})$", "".join(c.get("stream", "") for c in log), re.M)
-    return image, tag, steps
+        image_id = build_image(project, dockerfile, tag, base_image, BUILD_ARGS)
+    except BuildFailed as error:
+        pytest.fail(str(error), pytrace=False)
+    return client.images.get(image_id), tag
 
 
 def remove_tag(client, tag):
@@ -103,19 +99,6 @@ def remove_tag(client, tag):
         client.images.remove(tag)
     except docker.errors.APIError:  # gone already, or still in use elsewhere
         pass
-
-
-def remove_untagged(client, image_ids):
-    """Remove the untagged images among ``image_ids``, newest first; keep tagged ones (the
-    base image) and any that another image still uses."""
-    import docker
-
-    for image_id in reversed(image_ids):
-        try:
-            if not client.images.get(image_id).tags:
-                client.images.remove(image_id)
-        except docker.errors.APIError:  # gone already, or the parent of another image
-            pass
 
 
 def wait_until_healthy(container):
@@ -148,34 +131,19 @@ def project(request, projects):
 
 @pytest.fixture(scope="module")
 def base_image(docker_required):
-    """The local Python base image, built by the template's script when it is missing."""
-    import docker
-
+    """The Python base image: ``BASE_IMAGE``, or the template's script's (built when missing)."""
+    if os.environ.get("BASE_IMAGE"):
+        return os.environ["BASE_IMAGE"]
     try:
-        docker_required.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        result = subprocess.run([str(BASE_IMAGE_SCRIPT), BASE_IMAGE],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            unavailable(f"base image {BASE_IMAGE} missing and {BASE_IMAGE_SCRIPT.name} "
-                        f"failed: {result.stderr.strip()[-500:]}")
-    return BASE_IMAGE
+        return air_gapped_base()
+    except RuntimeError as error:
+        unavailable(str(error))
 
 
 @pytest.fixture(scope="module")
-def build_leftovers(docker_required):
-    """Collects the step images of this module's builds; removes them at the end, after the
-    builds that reuse them as cache."""
-    leftovers = []
-    yield leftovers
-    remove_untagged(docker_required, leftovers)
-
-
-@pytest.fixture(scope="module")
-def cpu_image(docker_required, project, base_image, build_leftovers):
+def cpu_image(docker_required, project, base_image):
     """The project's CPU serving image, removed afterwards."""
-    image, tag, steps = build(docker_required, project, "docker/cpu.Dockerfile", base_image)
-    build_leftovers.extend(steps)
+    image, tag = build(docker_required, project, "docker/cpu.Dockerfile", base_image)
     yield image
     remove_tag(docker_required, tag)
 
@@ -203,7 +171,7 @@ def test_base_image_script_passes_shellcheck():
 @pytest.fixture(scope="module")
 def local_base_image(base_image):
     """The base image, when it is the one built by the template's script."""
-    if base_image != DEFAULT_BASE_IMAGE:
+    if os.environ.get("BASE_IMAGE"):
         pytest.skip(f"the image tests use BASE_IMAGE={base_image}, not the script's image")
     return base_image
 
@@ -227,6 +195,65 @@ def test_hadolint_finds_nothing_in_the_dockerfiles(project):
     result = subprocess.run([hadolint(), "--error", "DL3057", *dockerfiles],
                             capture_output=True, text=True)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def pinned_python_version(project):
+    """The Python minor version in the tag of the serving image's pinned base
+    (``FROM python:3.14-slim-...``)."""
+    text = (project / "docker" / "cpu.Dockerfile").read_text(encoding="utf-8")
+    return re.search(r"^FROM\s+python:(\d+\.\d+)", text, re.M)[1]
+
+
+def test_base_image_runs_the_serving_images_pinned_python(docker_required, local_base_image,
+                                                          project):
+    # The script's base stands in for the pinned one: the same Python minor version, so that
+    # a problem of that version (a wheel, bytecode, the strip step) shows itself here.
+    found = python_version_in(docker_required, local_base_image)
+    print(f"{local_base_image} runs Python {found}")
+    assert found == pinned_python_version(project)
+
+
+def test_cpu_image_runs_the_base_images_python(docker_required, cpu_image, base_image,
+                                               record_property):
+    found = python_version_in(docker_required, cpu_image.id)
+    record_property("python_version", found)
+    print(f"the CPU image runs Python {found} (base {base_image})")
+    assert found == python_version_in(docker_required, base_image)
+
+
+def test_the_build_context_put_the_base_image_under_the_cpu_image(docker_required, cpu_image,
+                                                                  base_image):
+    # The Dockerfile names its pinned base; the named build context replaced it: the image's
+    # first layers are the base image's own.
+    base_layers = docker_required.images.get(base_image).attrs["RootFS"]["Layers"]
+    assert cpu_image.attrs["RootFS"]["Layers"][:len(base_layers)] == base_layers
+
+
+def test_make_image_cpu_builds_on_the_base_image_given(docker_required, project, base_image):
+    # The Makefile's knob, BASE_IMAGE, becomes the same named build context.
+    tag = f"template-test/{project.name}-{uuid.uuid4().hex[:8]}:make"
+    commands.run(["make", "image-cpu", f"BASE_IMAGE={base_image}", f"IMAGE_CPU={tag}"],
+                 cwd=project)
+    try:
+        base_layers = docker_required.images.get(base_image).attrs["RootFS"]["Layers"]
+        layers = docker_required.images.get(tag).attrs["RootFS"]["Layers"]
+        assert layers[:len(base_layers)] == base_layers
+    finally:
+        remove_tag(docker_required, tag)
+
+
+def test_every_base_image_is_pinned_on_a_from_line_dependabot_updates(project):
+    # Dependabot's docker ecosystem updates what its FROM_LINE pattern captures: the image, a
+    # tag (what it compares versions by) and the digest; an ARG in FROM is invisible to it.
+    dockerfiles = sorted((project / "docker").glob("*.Dockerfile"))
+    assert dockerfiles
+    for dockerfile in dockerfiles:
+        lines = external_from_lines(dockerfile.read_text(encoding="utf-8"))
+        assert lines, f"{dockerfile.name} names no base image"
+        for line, reference in lines:
+            match = DEPENDABOT_FROM_LINE.match(line)
+            assert match and match["tag"] and match["digest"], f"{dockerfile.name}: {line}"
+            assert reference.endswith(f":{match['tag']}@{match['digest']}"), line
 
 
 def test_cpu_image_becomes_healthy(serving):
@@ -356,11 +383,9 @@ def test_make_smoke_passes_against_the_cpu_image(project, cpu_image):
     assert "smoke test passed" in output
 
 
-def test_gpu_image_builds_and_its_command_line_answers(docker_required, projects, base_image,
-                                                       build_leftovers):
-    image, tag, steps = build(docker_required, projects["default"], "docker/gpu.Dockerfile",
-                              base_image)
-    build_leftovers.extend(steps)
+def test_gpu_image_builds_and_its_command_line_answers(docker_required, projects, base_image):
+    image, tag = build(docker_required, projects["default"], "docker/gpu.Dockerfile",
+                       base_image)
     try:
         output = docker_required.containers.run(image.id, ["--help"], remove=True)
         assert "train" in output.decode()

@@ -4,14 +4,18 @@
 #   docker run -p 8000:8000 IMAGE                         serves the model
 #   docker run IMAGE train | predict | monitor            the same CLI
 #
-# BASE_IMAGE: any Debian-like image with python3 (and its venv module) on PATH, whose apt can
-# reach a Debian mirror (a build stage installs binutils). Point it at a mirror, or at an image
-# built by the template's scripts/build-base-image.sh where Docker Hub is out of reach. The
-# image's Python is the base image's Python.
-ARG BASE_IMAGE=python:3.14-slim-trixie@sha256:51dafde81dbdb6ebde285137a295cf18a47ca95234fe388a343719cb97305b3d
+# The base is pinned by tag and digest on a literal FROM line, the form Dependabot reads and
+# updates (it does not expand an ARG in FROM). To build on another base without editing this
+# file (a mirror, or the image the template's scripts/build-base-image.sh builds where Docker
+# Hub is out of reach), replace it with a BuildKit named build context, which `make image-cpu
+# BASE_IMAGE=...` passes:
+#   docker buildx build --build-context REFERENCE=docker-image://IMAGE ...
+# where REFERENCE is the FROM line's image reference, tag and digest included.
+# Any Debian-like image with python3 (and its venv module) on PATH, whose apt can reach a Debian
+# mirror (a build stage installs binutils), will do. The image's Python is the base's Python.
 
 # ---- base: where everything lives, for every stage below ----------------------------------
-FROM ${BASE_IMAGE} AS base
+FROM python:3.14-slim-trixie@sha256:51dafde81dbdb6ebde285137a295cf18a47ca95234fe388a343719cb97305b3d AS base
 
 ENV PATH="/opt/app/bin:/opt/venv/bin:${PATH}" \
     MODEL_REGISTRY_DIR=/srv/models \
