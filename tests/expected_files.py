@@ -23,6 +23,7 @@ FILES = {
     "pyproject.toml": ALWAYS,
     "requirements/dev.txt": ALWAYS,
     "requirements/prod.txt": ALWAYS,
+    "requirements/gpu.txt": GPU,
     # The package
     "src/{package}/__init__.py": ALWAYS,
     "src/{package}/cli.py": ALWAYS,
@@ -57,6 +58,7 @@ FILES = {
     "benchmarks/flask_reference.py": ALWAYS,
     "benchmarks/images.py": ALWAYS,
     "benchmarks/serving.py": ALWAYS,
+    "benchmarks/training.py": ALWAYS,
     # Images
     ".dockerignore": ALWAYS,
     "docker/cpu.Dockerfile": ALWAYS,

@@ -165,3 +165,43 @@ def test_train_logs_its_device_before_training(capsys, tmp_path, small_dataset, 
     assert capsys.readouterr().err.startswith(
         "device: cpu (no GPU: nvidia-smi not found (no NVIDIA driver in this container); "
         "CuPy is not installed")
+
+
+# ---- The training benchmark (benchmarks/training.py, `make bench-train`) -------------------
+
+def run_training_benchmark(pytestconfig, capsys):
+    """Run the benchmark on a few generated rows; return its exit status and output."""
+    import importlib.util
+
+    path = pytestconfig.rootpath / "benchmarks" / "training.py"
+    spec = importlib.util.spec_from_file_location("training_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    status = benchmark.main(["--rows", "3000", "--rounds", "2"])
+    return status, capsys.readouterr().out
+
+
+def test_the_training_benchmark_without_a_gpu_prints_the_cpu_figure_only(
+        pytestconfig, capsys, no_nvidia_smi, without_cupy):
+    status, output = run_training_benchmark(pytestconfig, capsys)
+    assert status == 0, output
+    assert "2,400 rows fitted, 600 held out (3,000 generated from the schema)" in output
+    assert "cpu  fit: median" in output and "2 rounds" in output
+    assert "gpu  fit: not measured (no GPU figure without a GPU): no GPU:" in output
+    assert "speed-up" not in output and "parity" not in output
+
+
+def test_the_training_benchmark_with_an_accelerator_prints_the_speed_up_and_parity(
+        pytestconfig, capsys, monkeypatch, array_api_enabled):
+    import array_api_strict
+
+    accelerator = device.Accelerator(
+        library="array-api-strict", version=array_api_strict.__version__, device="strict",
+        namespace=array_api_strict, to_device=array_api_strict.asarray,
+        to_numpy=np.from_dlpack)
+    monkeypatch.setattr(device, "detect", lambda: device.Compute(accelerator))
+    status, output = run_training_benchmark(pytestconfig, capsys)
+    assert status == 0, output
+    assert output.startswith("device: strict (array-api-strict")
+    assert "gpu  fit: median" in output and "speed-up:" in output
+    assert "over 600 rows, within the tolerance 0.001" in output
