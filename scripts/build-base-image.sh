@@ -82,6 +82,19 @@ found="$(readlink "$rootfs/usr/bin/python3")"
 [[ "$found" == "python$python_version" ]] \
     || fail "Debian $suite has $found, not python$python_version (set SUITE or PYTHON_VERSION)"
 
+# A suite still in development (testing, unstable) signs its Release for a week only; apt
+# refuses a Release past its Valid-Until. A mirror that serves an older copy of the archive (a
+# snapshot) makes every apt-get update in the image fail, so for that mirror alone the image's
+# apt skips the date check (the signature is still checked), as snapshot.debian.org advises
+# ("check-valid-until=no"), and says so here.
+release="$(find "$rootfs/var/lib/apt/lists" -maxdepth 1 \( -name '*_InRelease' -o -name '*_Release' \) -print -quit)"
+valid_until="$(sed -n 's/^Valid-Until: //p' "${release:-/dev/null}")"
+if [[ -n "$valid_until" ]] && (($(date -d "$valid_until" +%s) < $(date +%s))); then
+    echo "build-base-image: $mirror serves a $suite Release that expired on $valid_until;" \
+        "the image's apt skips that check for it (a snapshot mirror)" >&2
+    sed -i "s|^deb \($mirror\)|deb [check-valid-until=no] \1|" "$rootfs/etc/apt/sources.list"
+fi
+
 # The host bundle replaces Debian's generated one; a copy under /usr/local/share keeps it when
 # something inside the image runs update-ca-certificates.
 install -m 0644 "$ca_bundle" "$rootfs/etc/ssl/certs/ca-certificates.crt"

@@ -11,7 +11,8 @@ Each step prints one line; its full output goes to a log file, named when the st
 A previous demo in the output folder is replaced, but only one that this script made.
 Settings (environment): BASE_IMAGE, the Python base image for the Docker build (by default
 the Dockerfile's own; when Docker Hub cannot be reached, the air-gapped image that
-scripts/build-base-image.sh builds).
+scripts/build-base-image.sh builds, with the same Python version). `make image-cpu` puts it in
+place of the Dockerfile's pinned base through a BuildKit named build context.
 """
 
 import argparse
@@ -31,7 +32,7 @@ from pathlib import Path
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 MARKER = ".quickstart-demo"
 """File in the output folder naming the project folder that the quick start made."""
-AIR_GAPPED_BASE_IMAGE = "local/python-base:bookworm"
+BASE_IMAGE_SCRIPT = TEMPLATE_DIR / "scripts" / "build-base-image.sh"
 READY_TIMEOUT_SECONDS = 90
 # make's own variables would leak the template's make into the project's make.
 MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
@@ -253,9 +254,9 @@ def docker_problem():
 
 
 def dockerfile_base_image(project_dir):
-    """Return the default BASE_IMAGE of the project's CPU Dockerfile."""
+    """Return the pinned base of the project's CPU Dockerfile: its first FROM image."""
     text = (project_dir / "docker" / "cpu.Dockerfile").read_text(encoding="utf-8")
-    match = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.MULTILINE)
+    match = re.search(r"^FROM\s+(?:--\S+\s+)*(\S+)", text, re.MULTILINE)
     return match[1] if match else None
 
 
@@ -284,14 +285,19 @@ def choose_base_image(steps, project_dir):
             steps.done(started)
             return None, None
         print("unreachable")
+    # The script names its image after the Python version of the Dockerfile's pinned base.
+    air_gapped = subprocess.run(["bash", BASE_IMAGE_SCRIPT, "--name"], capture_output=True,
+                                text=True)
+    if air_gapped.returncode != 0:
+        return None, air_gapped.stderr.strip()
+    image = air_gapped.stdout.strip()
     try:
         steps.run("Air-gapped base image (build-base-image.sh)",
-                  ["bash", TEMPLATE_DIR / "scripts" / "build-base-image.sh",
-                   AIR_GAPPED_BASE_IMAGE],
+                  ["bash", BASE_IMAGE_SCRIPT, image],
                   cwd=TEMPLATE_DIR, env=dict(os.environ), slug="base-image")
     except StepFailed as failure:
         return None, f"{failure.args[0]}; see {failure.args[1]}"
-    return AIR_GAPPED_BASE_IMAGE, "Docker Hub is unreachable: built from Debian packages"
+    return image, "Docker Hub is unreachable: built from Debian packages"
 
 
 def build_and_smoke(steps, project_dir, env):

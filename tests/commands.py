@@ -8,6 +8,8 @@ from pathlib import Path
 
 OUTPUT_TAIL_CHARS = 6000
 """How much of a failed command's output a test failure shows."""
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+"""The host's CA bundle (Debian's path), which a container's pip and uv trust too."""
 
 
 def uv_cache_dir():
@@ -61,6 +63,26 @@ def run(args, cwd, timeout=1800, extra_env=None):
             + result.stdout[-OUTPUT_TAIL_CHARS:]
         )
     return result.stdout
+
+
+def run_in_container(image, args, cwd, timeout=1800):
+    """Run ``args`` in ``cwd`` inside a container of ``image``, as this user; return the output
+    (``run``'s rules).
+
+    ``cwd`` is mounted at its own path, so the files the command writes land here, owned by
+    this user; so are the suite's uv cache and the host's CA bundle (pip and uv then reach the
+    index as they do here, behind a TLS-intercepting proxy too).
+    """
+    cache = uv_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    mounts = [f"{cwd}:{cwd}", f"{cache}:{cache}"]
+    if CA_BUNDLE.exists():
+        mounts.append(f"{CA_BUNDLE}:{CA_BUNDLE}:ro")
+    command = ["docker", "run", "--rm", "--user", f"{os.getuid()}:{os.getgid()}",
+               "--workdir", str(cwd), "--env", "HOME=/tmp", "--env", f"UV_CACHE_DIR={cache}"]
+    for mount in mounts:
+        command += ["--volume", mount]
+    return run([*command, image, *map(str, args)], cwd=cwd, timeout=timeout)
 
 
 def interpreter_version(executable):

@@ -15,6 +15,7 @@ registry.
 - ``external_from_lines(text)``: each ``FROM`` line that names an image, not a build stage.
 - ``DEPENDABOT_FROM_LINE``: the pattern with which Dependabot finds a Dockerfile's images.
 - ``air_gapped_base(python_version)``: the script's base image, built when it is missing.
+- ``project_runner(python_version)``: that base with ``make``, to run a project's targets in.
 - ``python_version_in(client, image)``: the Python minor version an image runs, e.g. "3.14".
 """
 
@@ -130,6 +131,27 @@ def air_gapped_base(python_version=None):
         raise RuntimeError(f"{BASE_IMAGE_SCRIPT.name} could not build {name}: "
                            f"{result.stderr.strip()[-500:]}")
     return name
+
+
+RUNNER_DOCKERFILE = """\
+FROM {base}
+RUN apt-get update \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends make \\
+    && rm -rf /var/lib/apt/lists/*
+"""
+
+
+def project_runner(python_version):
+    """Return an image with Debian's python3 of ``python_version`` and ``make``: the
+    air-gapped base and one package, to run a generated project's make targets where this
+    machine has no such interpreter. Built once; later builds are BuildKit cache hits."""
+    base = air_gapped_base(python_version)
+    tag = f"{base}-make"
+    with tempfile.TemporaryDirectory() as context:
+        Path(context, "Dockerfile").write_text(RUNNER_DOCKERFILE.format(base=base),
+                                               encoding="utf-8")
+        build_image(context, "Dockerfile", tag, base_image=base)
+    return tag
 
 
 def python_version_in(client, image):

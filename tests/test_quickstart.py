@@ -5,6 +5,7 @@ runs in the template's CI; these tests pin down the behaviour around it.
 """
 
 import importlib.util
+import re
 import sys
 
 import pytest
@@ -66,3 +67,12 @@ def test_next_steps_name_the_deploy_environments_and_secrets(quickstart, bake):
 
 def test_model_summary_is_left_out_when_there_is_no_model(quickstart, tmp_path):
     assert quickstart.model_summary(tmp_path) == ""
+
+
+def test_the_base_pulled_before_the_air_gapped_one_is_the_pinned_from_image(quickstart, bake):
+    # The literal FROM line's image, tag and digest: the one `docker pull` tries first.
+    dockerfile = bake() / "docker" / "cpu.Dockerfile"
+    reference = quickstart.dockerfile_base_image(dockerfile.parents[1])
+    assert re.search(rf"^FROM {re.escape(reference)} AS base$",
+                     dockerfile.read_text(encoding="utf-8"), re.M)
+    assert re.fullmatch(r"python:\d+\.\d+-\S+@sha256:[0-9a-f]{64}", reference), reference

@@ -17,7 +17,10 @@ touched), then:
   every 50 ms), and to Docker's own *healthy* status, which Docker first checks one
   HEALTHCHECK interval after the start.
 
-Prints one line per number and its target. Needs only the standard library and ``docker``.
+``--base-image`` builds on another base than the Dockerfile's pinned one (a mirror, an air-gapped
+image), as ``make image-cpu BASE_IMAGE=...`` does: a BuildKit named build context replaces the
+image of the Dockerfile's first ``FROM`` line. Prints one line per number and its target. Needs
+only the standard library, ``docker`` and its buildx plugin.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -39,8 +43,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 CONTEXT_PATHS = ("pyproject.toml", "README.md", "LICENSE", ".dockerignore", "requirements",
                  "src", "docker")
 NAIVE_DOCKERFILE = """\
-ARG BASE_IMAGE
-FROM ${BASE_IMAGE}
+FROM {base}
 WORKDIR /app
 COPY . .
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install .
@@ -57,13 +60,29 @@ def docker(*args: str) -> str:
     return result.stdout.strip()
 
 
+def pinned_base(dockerfile: Path) -> str:
+    """The image reference (tag and digest) on the first ``FROM`` line of ``dockerfile``."""
+    text = dockerfile.read_text(encoding="utf-8")
+    match = re.search(r"^FROM\s+(?:--\S+\s+)*(\S+)", text, re.MULTILINE)
+    if match is None:
+        sys.exit(f"{dockerfile} has no FROM line")
+    return match[1]
+
+
+def base_options(base_image: str | None) -> list[str]:
+    """The build options that put ``base_image`` in place of the pinned base, if given."""
+    if not base_image:
+        return []
+    reference = pinned_base(PROJECT / "docker" / "cpu.Dockerfile")
+    return ["--build-context", f"{reference}=docker-image://{base_image}"]
+
+
 def timed_build(context: Path, dockerfile: str, tag: str, base_image: str | None,
                 *extra: str) -> float:
     """Build ``tag`` from ``context``; return the wall-clock seconds it took."""
-    base = ["--build-arg", f"BASE_IMAGE={base_image}"] if base_image else []
     start = time.monotonic()
-    docker("build", "--quiet", "--file", str(context / dockerfile), "--tag", tag, *base,
-           *extra, str(context))
+    docker("buildx", "build", "--quiet", "--file", str(context / dockerfile), "--tag", tag,
+           *base_options(base_image), *extra, str(context))
     return time.monotonic() - start
 
 
@@ -72,13 +91,12 @@ def timed_build_of_folder(folder: Path, dockerfile: str, tag: str,
     """Build ``tag`` from ``dockerfile`` (text) with all of ``folder`` as the context, its
     ``.dockerignore`` left out; return the wall-clock seconds it took.
 
-    The context goes to ``docker build -`` as a tar stream, so nothing is copied on disk.
+    The context goes to ``docker buildx build -`` as a tar stream, so nothing is copied on disk.
     """
-    base = ["--build-arg", f"BASE_IMAGE={base_image}"] if base_image else []
     start = time.monotonic()
-    build = subprocess.Popen(["docker", "build", "--quiet", "--no-cache", "--tag", tag, *base,
-                              "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+    build = subprocess.Popen(["docker", "buildx", "build", "--quiet", "--no-cache", "--tag", tag,
+                              *base_options(base_image), "-"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         with tarfile.open(fileobj=build.stdin, mode="w|") as tar:
             text = dockerfile.encode("utf-8")
@@ -92,7 +110,7 @@ def timed_build_of_folder(folder: Path, dockerfile: str, tag: str,
         pass
     _, error = build.communicate()  # closes the stream: the end of the context
     if build.returncode != 0:
-        sys.exit(f"docker build of {folder} failed:\n{error.decode()[-2000:]}")
+        sys.exit(f"docker buildx build of {folder} failed:\n{error.decode()[-2000:]}")
     return time.monotonic() - start
 
 
@@ -176,8 +194,8 @@ def untagged_images() -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-image", help="BASE_IMAGE build argument (default: the "
-                        "Dockerfile's pinned base)")
+    parser.add_argument("--base-image", help="image to build on in place of the Dockerfile's "
+                        "pinned base (default: that base)")
     parser.add_argument("--tag", default="image-benchmark", help="image name to build")
     parser.add_argument("--keep", action="store_true",
                         help="keep the images and the build stages afterwards")
@@ -199,11 +217,13 @@ def main(argv: list[str] | None = None) -> int:
             touch_source(context)
             rebuild_shipped = timed_build(context, "docker/cpu.Dockerfile", tag, args.base_image)
             http_seconds, docker_seconds = start_to_healthy(tag)
-            (context / "naive.Dockerfile").write_text(NAIVE_DOCKERFILE, encoding="utf-8")
+            naive_dockerfile = NAIVE_DOCKERFILE.format(
+                base=pinned_base(context / "docker" / "cpu.Dockerfile"))
+            (context / "naive.Dockerfile").write_text(naive_dockerfile, encoding="utf-8")
             naive_build = timed_build(context, "naive.Dockerfile", naive_tag, args.base_image,
                                       "--no-cache")
             naive_size = image_size(naive_tag)
-            timed_build_of_folder(PROJECT, NAIVE_DOCKERFILE, naive_folder_tag, args.base_image)
+            timed_build_of_folder(PROJECT, naive_dockerfile, naive_folder_tag, args.base_image)
             naive_folder_size = image_size(naive_folder_tag)
         finally:
             if not args.keep:
