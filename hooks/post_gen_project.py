@@ -19,6 +19,8 @@ ANSWERS = r'''{{ cookiecutter | jsonify | replace("'", "\\u0027") }}'''
 PRUNE = {
     ("gpu_image", "no"): [
         "docker/gpu.Dockerfile",
+        "requirements/gpu.in",
+        "requirements/gpu.txt",
         "deploy/k8s/training",
     ],
     ("deploy_target", "none"): [

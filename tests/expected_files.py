@@ -26,6 +26,8 @@ FILES = {
     "requirements/inputs.py": ALWAYS,
     "requirements/prod.in": ALWAYS,
     "requirements/prod.txt": ALWAYS,
+    "requirements/gpu.in": GPU,
+    "requirements/gpu.txt": GPU,
     # The package
     "src/{package}/__init__.py": ALWAYS,
     "src/{package}/cli.py": ALWAYS,
@@ -60,6 +62,7 @@ FILES = {
     "benchmarks/flask_reference.py": ALWAYS,
     "benchmarks/images.py": ALWAYS,
     "benchmarks/serving.py": ALWAYS,
+    "benchmarks/training.py": ALWAYS,
     # Images
     ".dockerignore": ALWAYS,
     "docker/cpu.Dockerfile": ALWAYS,

@@ -1,4 +1,4 @@
-"""Write requirements/prod.in and requirements/dev.in from pyproject.toml (`make lock` runs it).
+"""Write requirements/*.in from pyproject.toml (`make lock` runs it).
 
 pyproject.toml is where the dependency ranges are edited. The .in files repeat them in the form
 that a compiled lock needs beside it: Dependabot re-resolves a lock (requirements/X.txt) as a
@@ -14,8 +14,12 @@ from pathlib import Path
 HEADER = "# Written by requirements/inputs.py from pyproject.toml ({extra}); edit that file.\n"
 
 
-def inputs(pyproject):
-    """Return {file name: text} of the .in files for a parsed pyproject.toml."""
+def inputs(pyproject, gpu_image=False):
+    """Return {file name: text} of the .in files for a parsed pyproject.toml.
+
+    With ``gpu_image``, also gpu.in: the GPU image's dependencies, constrained by prod.txt so
+    that both images run the same versions of everything they share.
+    """
     project = pyproject["project"]
     extras = project.get("optional-dependencies", {})
     own = project["name"]
@@ -33,11 +37,21 @@ def inputs(pyproject):
 
     prod = project.get("dependencies", [])
     dev = expand(extras.get("dev", []))
-    return {
+    written = {
         "prod.in": HEADER.format(extra="dependencies") + "".join(f"{r}\n" for r in prod),
         "dev.in": HEADER.format(extra="dependencies and the dev extra")
         + "-r prod.in\n" + "".join(f"{r}\n" for r in dev),
     }
+    if gpu_image:
+        gpu = expand(extras.get("gpu", []))
+        written["gpu.in"] = (HEADER.format(extra="dependencies and the gpu extra")
+                             + "-c prod.txt\n-r prod.in\n" + "".join(f"{r}\n" for r in gpu))
+    return written
+
+
+def has_gpu_image(root):
+    """Whether the project under ``root`` builds a GPU image (and so has a GPU lock)."""
+    return (Path(root) / "docker" / "gpu.Dockerfile").is_file()
 
 
 def stale(root="."):
@@ -45,7 +59,7 @@ def stale(root="."):
     root = Path(root)
     pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     return sorted(
-        name for name, text in inputs(pyproject).items()
+        name for name, text in inputs(pyproject, has_gpu_image(root)).items()
         if not (root / "requirements" / name).is_file()
         or (root / "requirements" / name).read_text(encoding="utf-8") != text
     )
@@ -55,7 +69,7 @@ def write(root="."):
     """Rewrite the .in files under ``root``/requirements; return the names written."""
     root = Path(root)
     pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    written = inputs(pyproject)
+    written = inputs(pyproject, has_gpu_image(root))
     for name, text in written.items():
         (root / "requirements" / name).write_text(text, encoding="utf-8")
     return sorted(written)

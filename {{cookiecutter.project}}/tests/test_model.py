@@ -1,17 +1,22 @@
 """The model: training stores a verified artifact, the model predicts, each row is logged."""
 
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
 
-from {{ cookiecutter.package }} import data, logs, model, registry
+from {{ cookiecutter.package }} import cli, data, device, logs, model, registry, scoring
 from {{ cookiecutter.package }}.config import Settings
 from {{ cookiecutter.package }}.data import DataValidationError
 
@@ -315,3 +320,172 @@ def test_test_mode_never_touches_production_paths(production_paths, settings, sm
     assert [p.name for p in settings.registry_dir.iterdir() if p.is_symlink()] == ["test-model-0.1"]
     assert sorted(p.name.rsplit("-", 2)[0] for p in settings.log_dir.iterdir()) == [
         "predict-test", "train-test"]
+
+
+# ---- Fitting on an accelerator -------------------------------------------------------------
+# array-api-strict is an array namespace on the CPU that is not numpy: scikit-learn fits
+# through the same array API dispatch as with CuPy on a GPU, so these tests run that code path
+# on any machine. The stored artifact must be the plain numpy pipeline either way.
+
+
+def strict_accelerator(to_numpy=np.from_dlpack, to_device=None):
+    """An accelerator on array-api-strict's CPU device, with replaceable transfers."""
+    import array_api_strict
+
+    return device.Accelerator(
+        library="array-api-strict", version=array_api_strict.__version__,
+        device="array-api-strict CPU device", namespace=array_api_strict,
+        to_device=to_device or array_api_strict.asarray, to_numpy=to_numpy)
+
+
+@pytest.fixture
+def array_api_enabled(monkeypatch):
+    """scikit-learn refuses array API dispatch unless SCIPY_ARRAY_API=1 (the GPU image's)."""
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+
+
+@pytest.fixture
+def no_gpu_library(monkeypatch):
+    """A machine without a driver and without CuPy, whatever this one has."""
+    monkeypatch.setattr(device.shutil, "which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "cupy", None)
+
+
+def test_an_accelerated_fit_computes_the_classifier_in_the_accelerators_arrays(
+        small_dataset, array_api_enabled):
+    came_back = []
+
+    def to_numpy(array):
+        came_back.append(type(array).__module__.split(".")[0])
+        return np.from_dlpack(array)
+
+    compute = device.Compute(strict_accelerator(to_numpy=to_numpy))
+    X, y = small_dataset[data.FEATURES], small_dataset[data.TARGET]
+    pipeline = model.fit_pipeline(model.build_pipeline(LogisticRegression()), X, y, compute)
+    # coef_, intercept_ and n_iter_ were fitted as array-api-strict arrays, then brought back.
+    assert came_back == ["array_api_strict"] * 3
+    fitted = {k: v for k, v in vars(pipeline[-1]).items() if k.endswith("_")}
+    assert all(isinstance(v, (np.ndarray, int)) for v in fitted.values()), fitted
+    assert compute.accelerator is not None and compute.fallback_reason == ""
+
+
+def test_an_accelerated_fit_gives_the_probabilities_of_a_cpu_fit(
+        small_dataset, array_api_enabled):
+    X, y = small_dataset[data.FEATURES], small_dataset[data.TARGET]
+    accelerated = model.fit_pipeline(model.build_pipeline(LogisticRegression()), X, y,
+                                     device.Compute(strict_accelerator()))
+    on_cpu = model.build_pipeline(LogisticRegression()).fit(X, y)
+    np.testing.assert_allclose(accelerated.predict_proba(X), on_cpu.predict_proba(X),
+                               rtol=0, atol=1e-9)
+
+
+def test_only_classifiers_with_array_api_support_run_on_the_accelerator():
+    compute = device.Compute(strict_accelerator())
+    assert model.runs_on_device(LogisticRegression(), compute)
+    assert not model.runs_on_device(LogisticRegression(solver="liblinear"), compute)
+    assert not model.runs_on_device(RandomForestClassifier(), compute)
+    assert not model.runs_on_device(DummyClassifier(), compute)
+    assert not model.runs_on_device(LogisticRegression(), device.Compute(None, "no GPU"))
+
+
+def test_a_model_fitted_on_an_accelerator_is_the_plain_artifact_the_service_loads(
+        settings, small_dataset, quick_training, array_api_enabled):
+    model.train(settings, small_dataset, test_mode=True,
+                compute=device.Compute(strict_accelerator()))
+    loaded = model.load_model(settings, test_mode=True)
+    classifier = loaded.pipeline[-1]
+    assert isinstance(classifier.coef_, np.ndarray)
+    assert isinstance(classifier.intercept_, np.ndarray)
+    served = scoring.load_served_model(settings, test_mode=True)
+    assert served.scorer is not None  # the numpy scoring spec was verified and stored
+    assert model.agrees_with(served.scorer, loaded.pipeline)
+
+
+def test_training_records_the_accelerator_and_the_parity_check(
+        settings, small_dataset, quick_training, array_api_enabled):
+    result = model.train(settings, small_dataset, test_mode=True,
+                         compute=device.Compute(strict_accelerator()))
+    compute = result.metadata["compute"]
+    assert {k: compute[k] for k in ("device", "library", "dispatch", "fallback_reason")} == {
+        "device": "array-api-strict CPU device", "library": "array-api-strict",
+        "dispatch": "scikit-learn array API dispatch", "fallback_reason": None}
+    parity = compute["parity"]
+    assert parity["reference"] == "cpu" and parity["n_rows"] == result.metrics["n_test"]
+    assert 0 <= parity["max_abs_probability_difference"] <= parity["tolerance"]
+    (record,) = logs.read_log(settings.log_dir, "train", test_mode=True)
+    assert record["compute"] == compute
+
+
+def test_training_without_a_gpu_records_the_cpu_and_why(
+        settings, small_dataset, quick_training, no_gpu_library):
+    result = model.train(settings, small_dataset, test_mode=True)
+    compute = result.metadata["compute"]
+    assert (compute["device"], compute["library"], compute["parity"]) == ("cpu", None, None)
+    assert compute["fallback_reason"].endswith("CuPy is not installed (the GPU image has it)")
+    (record,) = logs.read_log(settings.log_dir, "train", test_mode=True)
+    assert record["compute"] == compute
+
+
+def test_a_disagreeing_accelerator_fails_training_and_keeps_the_previous_model(
+        trained_settings, small_dataset, quick_training, array_api_enabled, monkeypatch,
+        capsys):
+    before = model.load_model(trained_settings, test_mode=True).metadata["trained_at"]
+    skewed = strict_accelerator(to_numpy=lambda array: np.from_dlpack(array) + 0.5)
+    monkeypatch.setattr(device, "detect", lambda: device.Compute(skewed))
+    csv = trained_settings.registry_dir.parent / "train.csv"
+    csv.write_bytes(data.canonical_csv(small_dataset))
+    assert cli.main(["train", "--data", str(csv), "--test-mode"]) == 1
+    err = capsys.readouterr().err
+    assert "the fit on array-api-strict CPU device disagrees with the same fit on the CPU" in err
+    assert "no model was stored" in err
+    assert model.load_model(trained_settings, test_mode=True).metadata["trained_at"] == before
+
+
+def test_a_device_failing_mid_training_falls_back_to_the_cpu_and_says_why(
+        settings, small_dataset, quick_training, array_api_enabled, caplog):
+    def out_of_memory(array):
+        raise MemoryError("out of memory allocating 2400 bytes")
+
+    with caplog.at_level(logging.WARNING):
+        result = model.train(settings, small_dataset, test_mode=True,
+                             compute=device.Compute(strict_accelerator(to_device=out_of_memory)))
+    compute = result.metadata["compute"]
+    assert (compute["device"], compute["parity"]) == ("cpu", None)
+    assert compute["fallback_reason"] == (
+        "the fit on array-api-strict CPU device failed: MemoryError: out of memory "
+        "allocating 2400 bytes")
+    assert "fitting on the CPU from now on" in caplog.text
+    assert result.metrics["test"]["roc_auc"] > 0.5
+
+
+# As in the GPU image: SCIPY_ARRAY_API=1 before SciPy is first imported (the tests above set it
+# after), in a fresh interpreter that trains through the dispatch.
+TRAIN_WITH_DISPATCH = """
+import json, sys
+import numpy as np
+import array_api_strict
+from {{ cookiecutter.package }} import data, device, model
+from {{ cookiecutter.package }}.config import Settings
+accelerator = device.Accelerator(
+    library="array-api-strict", version=array_api_strict.__version__, device="strict",
+    namespace=array_api_strict, to_device=array_api_strict.asarray, to_numpy=np.from_dlpack)
+result = model.train(Settings(registry_dir=sys.argv[1], log_dir=sys.argv[2]),
+                     data.make_default_dataset(n_rows=400, seed=3), test_mode=True,
+                     compute=device.Compute(accelerator))
+print(json.dumps(result.metadata["compute"]))
+"""
+
+
+def test_training_dispatches_with_scipy_array_api_set_from_the_start(tmp_path):
+    environment = {**os.environ, "SCIPY_ARRAY_API": "1"}
+    output = subprocess.run(
+        [sys.executable, "-c", TRAIN_WITH_DISPATCH, str(tmp_path / "models"),
+         str(tmp_path / "logs")],
+        capture_output=True, text=True, env=environment, timeout=600)
+    assert output.returncode == 0, output.stderr
+    compute = json.loads(output.stdout.strip().splitlines()[-1])
+    assert (compute["device"], compute["fallback_reason"]) == ("strict", None)
+    # The full candidate set: the forest fits on the CPU, so a parity check happens only
+    # when the logistic regression, fitted through the dispatch, is the one selected.
+    if compute["parity"] is not None:
+        assert compute["parity"]["max_abs_probability_difference"] <= model.PARITY_TOLERANCE

@@ -70,8 +70,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(f"training data {settings.data_path} is not a file")
     from . import model  # imported here: scikit-learn would slow down `serve`'s start-up
 
-    logging.getLogger(__package__).info(device.describe())
-    result = model.train(settings, test_mode=args.test_mode)
+    result = model.train(settings, test_mode=args.test_mode)  # logs its device first
     summary = {
         "model_version": result.version,
         "name": result.name,
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(parser, _setting_error(error), 2)
     except (data.DataValidationError, UsageError) as error:
         return _fail(parser, str(error), 2)
-    except RegistryError as error:
+    except (RegistryError, device.ParityError) as error:
         return _fail(parser, str(error), 1)
     except OSError as error:
         return _fail(parser, f"{error.filename or ''}: {error.strerror or error}", 1)

@@ -5,6 +5,11 @@ baseline that always predicts the class prior, keeps the simplest candidate with
 standard error of the best, evaluates it once on a held-out split and stores it in the
 registry with its metrics, with a plain-JSON scoring spec when numpy alone can score it.
 
+Fits run on the CPU, or, where ``device.detect`` finds a GPU, with the classifier on the GPU
+through scikit-learn's array API dispatch (``fit_pipeline``); the stored pipeline is the same
+plain numpy artifact either way, and an accelerated model is stored only if its held-out
+probabilities agree with a CPU fit's (``check_parity``).
+
 Prediction (validate, score, log every row) lives in ``scoring``, which serving uses without
 scikit-learn; its names are re-exported here for notebooks (the README's example) and tests.
 """
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn import config_context
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
@@ -31,11 +37,12 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils import get_tags
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import data as dataset
-from . import logs
+from . import device, logs
 from .config import Settings
 from .registry import Registry, artifact_name
 from .scoring import (  # noqa: F401 - re-exported: notebooks and tests use them here
@@ -59,6 +66,11 @@ TRUSTED_TYPES = frozenset({
 })
 # Fewer examples of a class than this cannot be split into stratified folds meaningfully.
 MIN_CLASS_ROWS = 10
+# How far an accelerated fit's held-out probabilities may be from a CPU fit's. The same
+# solver on another device sums in another order; when that moves lbfgs's stopping point by
+# an iteration, probabilities move by about its gradient tolerance (1e-4). A tenth of a
+# percentage point is far below any decision threshold, and far above rounding.
+PARITY_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,72 @@ def baseline_model() -> DummyClassifier:
     return DummyClassifier(strategy="prior")
 
 
+def runs_on_device(classifier, compute: device.Compute | None) -> bool:
+    """Whether ``fit_pipeline`` fits ``classifier`` on ``compute``'s accelerator.
+
+    Those whose scikit-learn tags declare array API support: in scikit-learn 1.9, a logistic
+    regression with the lbfgs solver, not a random forest (Cython) nor the baseline.
+    """
+    return (compute is not None and compute.accelerator is not None
+            and get_tags(classifier).array_api_support)
+
+
+def fit_pipeline(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series,
+                 compute: device.Compute | None = None) -> Pipeline:
+    """Fit ``pipeline`` on (X, y), its classifier on the accelerator where it can run there.
+
+    Without an accelerator, or for a classifier without array API support, this is
+    ``pipeline.fit(X, y)``. Otherwise the preprocessing fits on the CPU (the one-hot encoder
+    and the column transformer have no array API support), the classifier fits on the
+    encoded rows on the device with scikit-learn's array API dispatch, and its fitted arrays
+    come back as numpy: the pipeline is the plain artifact a CPU fit gives. When the device
+    fails, the run falls back to the CPU (``compute`` records why) and this fit is redone there.
+    """
+    classifier = pipeline.steps[-1][1]
+    if not runs_on_device(classifier, compute):
+        return pipeline.fit(X, y)
+    accelerator = compute.accelerator
+    preprocess = pipeline[:-1]
+    features = preprocess.fit_transform(X, y)
+    try:
+        with config_context(array_api_dispatch=True):
+            classifier.fit(accelerator.to_device(features), np.asarray(y))
+        for name, value in vars(classifier).items():
+            if name.endswith("_") and hasattr(value, "__dlpack__") \
+                    and not isinstance(value, np.ndarray):
+                setattr(classifier, name, accelerator.to_numpy(value))
+    except Exception as error:  # out of device memory, a driver fault: the CPU still can
+        compute.fall_back(f"the fit on {accelerator.device} failed: "
+                          f"{type(error).__name__}: {error}")
+        logger.warning("%s; fitting on the CPU from now on", compute.fallback_reason)
+        return pipeline.fit(X, y)
+    pipeline.steps[:-1] = preprocess.steps
+    return pipeline
+
+
+def check_parity(fitted: Pipeline, unfitted: Pipeline, X_train: pd.DataFrame,
+                 y_train: pd.Series, X_test: pd.DataFrame, compute: device.Compute) -> dict:
+    """Compare an accelerated fit with a CPU fit of the same pipeline on the held-out rows.
+
+    Returns the record for the model's metadata (largest absolute difference of the
+    positive-class probabilities, the tolerance, the rows compared). Raises
+    ``device.ParityError`` when the difference exceeds ``PARITY_TOLERANCE``.
+    """
+    reference = clone(unfitted).fit(X_train, y_train)
+    difference = float(np.max(np.abs(fitted.predict_proba(X_test)[:, 1]
+                                     - reference.predict_proba(X_test)[:, 1])))
+    parity = {"reference": "cpu", "max_abs_probability_difference": difference,
+              "tolerance": PARITY_TOLERANCE, "n_rows": len(X_test)}
+    if not difference <= PARITY_TOLERANCE:  # NaN fails too
+        raise device.ParityError(
+            f"the fit on {compute.device} disagrees with the same fit on the CPU: held-out "
+            f"probabilities differ by up to {difference:.3g} (tolerance {PARITY_TOLERANCE:g}); "
+            "no model was stored")
+    logger.info("parity with a CPU fit: held-out probabilities within %.2g (tolerance %g)",
+                difference, PARITY_TOLERANCE)
+    return parity
+
+
 def _held_out_metrics(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict:
     probability = pipeline.predict_proba(X)[:, 1]
     predicted = pipeline.predict(X)
@@ -143,7 +221,8 @@ def _check_trainable(frame: pd.DataFrame) -> None:
         )
 
 
-def _cross_validate(candidates: dict, X: pd.DataFrame, y: pd.Series, seed: int) -> dict:
+def _cross_validate(candidates: dict, X: pd.DataFrame, y: pd.Series, seed: int,
+                    compute: device.Compute | None = None) -> dict:
     """Mean and standard deviation of each metric over stratified folds, per candidate."""
     folds = list(StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed).split(X, y))
     scorers = {metric: get_scorer(metric) for metric in CV_METRICS}
@@ -158,7 +237,8 @@ def _cross_validate(candidates: dict, X: pd.DataFrame, y: pd.Series, seed: int) 
                         len(candidates), len(folds))
             results = {metric: [] for metric in CV_METRICS}
             for train_rows, test_rows in folds:
-                fitted = clone(pipeline).fit(X.iloc[train_rows], y.iloc[train_rows])
+                fitted = fit_pipeline(clone(pipeline), X.iloc[train_rows], y.iloc[train_rows],
+                                      compute)
                 for metric, scorer in scorers.items():
                     results[metric].append(scorer(fitted, X.iloc[test_rows], y.iloc[test_rows]))
                 progress.update()
@@ -188,11 +268,14 @@ def _default_data(settings: Settings) -> tuple[pd.DataFrame, str]:
     return dataset.make_default_dataset(), "embedded default data set"
 
 
-def fit_and_evaluate(frame: pd.DataFrame, seed: int = SEED) -> tuple[Pipeline, dict]:
+def fit_and_evaluate(frame: pd.DataFrame, seed: int = SEED,
+                     compute: device.Compute | None = None) -> tuple[Pipeline, dict]:
     """Compare the candidates on the training split, fit the chosen one, evaluate it.
 
     Returns the fitted pipeline and its metrics: held-out scores of the model and of the
     baseline, cross-validation scores of every candidate, the class balance of both splits.
+    With an accelerator in ``compute``, the chosen pipeline, when fitted there, must agree
+    with a CPU fit (``check_parity``, recorded in ``compute.parity``).
     """
     X, y = frame[dataset.FEATURES], frame[dataset.TARGET]
     X_train, X_test, y_train, y_test = train_test_split(
@@ -200,10 +283,14 @@ def fit_and_evaluate(frame: pd.DataFrame, seed: int = SEED) -> tuple[Pipeline, d
     )
     candidates = {name: build_pipeline(clf) for name, clf in candidate_models(seed).items()}
     candidates["baseline"] = build_pipeline(baseline_model())
-    cv_scores = _cross_validate(candidates, X_train, y_train, seed)
+    cv_scores = _cross_validate(candidates, X_train, y_train, seed, compute)
     selected = select_model(cv_scores)
     logger.info("selected %s; evaluating it on the held-out split", selected)
-    pipeline = clone(candidates[selected]).fit(X_train, y_train)
+    on_device = runs_on_device(candidates[selected].steps[-1][1], compute)
+    pipeline = fit_pipeline(clone(candidates[selected]), X_train, y_train, compute)
+    if on_device and compute.accelerator is not None:
+        compute.parity = check_parity(pipeline, candidates[selected], X_train, y_train, X_test,
+                                      compute)
     baseline = clone(candidates["baseline"]).fit(X_train, y_train)
     metrics = {
         "selected_model": selected,
@@ -220,20 +307,26 @@ def fit_and_evaluate(frame: pd.DataFrame, seed: int = SEED) -> tuple[Pipeline, d
 
 
 def train(settings: Settings, data: pd.DataFrame | None = None, *,
-          test_mode: bool = False, seed: int = SEED) -> TrainResult:
+          test_mode: bool = False, seed: int = SEED,
+          compute: device.Compute | None = None) -> TrainResult:
     """Train, compare, evaluate and store a model version; log the run.
 
     ``data`` defaults to ``settings.data_path`` or the embedded data set. Test mode
     stores a throw-away ``test-model`` and writes the test logs, never the production ones.
+    ``compute`` (default: what ``device.detect`` finds) says where the fits run; the training
+    log and the metadata record it. Raises ``device.ParityError``, storing nothing, when an
+    accelerated fit disagrees with a CPU fit.
     """
     started = time.perf_counter()
+    compute = device.detect() if compute is None else compute
+    logger.info(compute.describe())
     if data is None:
         frame, source = _default_data(settings)
     else:
         frame, source = dataset.validate_dataset(data), "in-memory data frame"
     _check_trainable(frame)
     logger.info("training version %s on %d rows (%s)", settings.version, len(frame), source)
-    pipeline, metrics = fit_and_evaluate(frame, seed)
+    pipeline, metrics = fit_and_evaluate(frame, seed, compute)
 
     name = artifact_name(test_mode)
     fingerprint = dataset.fingerprint(frame)
@@ -249,6 +342,7 @@ def train(settings: Settings, data: pd.DataFrame | None = None, *,
             "data": {"fingerprint": fingerprint, "n_rows": len(frame), "source": source},
             "features": dataset.FEATURES,
             "target": dataset.TARGET,
+            "compute": compute.metadata(),
         },
     )
     runtime = time.perf_counter() - started
@@ -264,6 +358,7 @@ def train(settings: Settings, data: pd.DataFrame | None = None, *,
             "data_fingerprint": fingerprint,
             "n_rows": len(frame),
             "artifact": str(artifact.path),
+            "compute": compute.metadata(),
         },
     )
     logger.info("stored version %s in %s (%.1f s)", settings.version, artifact.path, runtime)
