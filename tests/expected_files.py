@@ -23,6 +23,9 @@ FILES = {
     "pyproject.toml": ALWAYS,
     "requirements/dev.txt": ALWAYS,
     "requirements/prod.txt": ALWAYS,
+    # Inputs to copy: the schema's example record, and records to predict with a header line
+    "examples/record.json": ALWAYS,
+    "examples/records.csv": ALWAYS,
     # The package
     "src/{package}/__init__.py": ALWAYS,
     "src/{package}/cli.py": ALWAYS,

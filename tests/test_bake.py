@@ -108,6 +108,35 @@ def test_recorded_answers_leave_out_machine_specific_keys(baked):
     assert private == ["_template"]
 
 
+# Words that only a project with the part can use in its README and Makefile, per answer
+# that leaves the part out (lowercase; the documents are compared in lowercase).
+ABSENT_PART_WORDS = {
+    ("gpu_image", "no"): ["gpu", "cuda"],
+    ("deploy_target", "none"): [
+        "kubernetes", "kubectl", "kustomize", "deploy/", "deploy.yml", "kube_config", "staging",
+    ],
+}
+
+
+def test_readme_and_makefile_describe_only_the_parts_the_project_has(baked):
+    answers, project_dir = baked
+    absent = [
+        word
+        for (variable, value), words in ABSENT_PART_WORDS.items()
+        if answers[variable] == value
+        for word in words
+    ]
+    for name in ("README.md", "Makefile"):
+        text = (project_dir / name).read_text(encoding="utf-8").lower()
+        assert [word for word in absent if word in text] == [], name
+
+
+def test_makefile_help_lists_image_gpu_only_with_a_gpu_image(bake):
+    for gpu_image in ("yes", "no"):
+        makefile = (bake(gpu_image=gpu_image) / "Makefile").read_text(encoding="utf-8")
+        assert ("\nimage-gpu:" in makefile) == (gpu_image == "yes")
+
+
 def test_python_version_file_holds_the_chosen_version(baked):
     answers, project_dir = baked
     assert (project_dir / ".python-version").read_text().strip() == answers["python_version"]

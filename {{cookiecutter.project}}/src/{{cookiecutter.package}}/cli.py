@@ -71,6 +71,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     from . import model  # imported here: scikit-learn would slow down `serve`'s start-up
 
     logging.getLogger(__package__).info(device.describe())
+    _warn_if_replacing(settings, args.test_mode)
     result = model.train(settings, test_mode=args.test_mode)
     summary = {
         "model_version": result.version,
@@ -82,6 +83,24 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _warn_if_replacing(settings: Settings, test_mode: bool) -> None:
+    """Say so when training replaces the current artifact of an existing version."""
+    from .registry import Registry, artifact_name
+
+    name = artifact_name(test_mode)
+    registry = Registry(settings.registry_dir)
+    try:
+        trained_at = registry.metadata(name, settings.version).get("trained_at", "earlier")
+    except RegistryError:
+        return  # a new version, or one that cannot be read: nothing is silently replaced
+    logging.getLogger(__package__).warning(
+        "replacing %s version %s (trained %s): %s will point to the new model; the previous "
+        "one stays in %s. To keep both, train another version: --version.",
+        name, settings.version, trained_at, registry.link(name, settings.version).name,
+        registry.artifacts_dir,
+    )
 
 
 def _predict(settings: Settings, args: argparse.Namespace) -> int:
