@@ -22,7 +22,8 @@ from slugify import slugify
 FALLBACK_SLUG = "unnamed"
 """The slug of a project name that has no letters or digits to make one from."""
 SLUG_AFFIX = "project"
-"""Added to a derived slug that would be refused: ``3d`` -> ``project-3d``, ``json`` -> ``json-project``."""
+"""Added to a derived slug that would be refused: ``3d`` -> ``project-3d``,
+``json`` -> ``json-project``."""
 
 
 def load_rules():

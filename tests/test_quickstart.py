@@ -66,3 +66,10 @@ def test_next_steps_name_the_deploy_environments_and_secrets(quickstart, bake):
 
 def test_model_summary_is_left_out_when_there_is_no_model(quickstart, tmp_path):
     assert quickstart.model_summary(tmp_path) == ""
+
+
+def test_the_service_runs_without_make_so_its_stop_reads_clean(quickstart, bake):
+    # make reports a recipe stopped by SIGTERM as "make: *** [...] Terminated".
+    project = bake()
+    command = quickstart.serve_command(project, "churn-model")
+    assert command == [str(project / ".venv" / "bin" / "churn-model"), "serve"]

@@ -59,8 +59,9 @@ def test_train_prints_a_summary_with_the_version(capsys, training_csv, quick_tra
     assert "cross-validating" in err
 
 
-def test_retraining_an_existing_version_says_it_replaces_it(capsys, training_csv,
-                                                           quick_training):
+def test_retraining_an_existing_version_says_it_replaces_it(
+    capsys, training_csv, quick_training
+):
     args = ("train", "--data", str(training_csv), "--version", "1.2", "--test-mode", "-q")
     first_status, _, first_err = run(capsys, *args)
     trained_at = registry.Registry(cli.Settings().registry_dir).metadata(
