@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,19 @@ def test_recorded_answers_replay_to_the_same_project(bake, tmp_path, cookiecutte
     assert project_files(replayed) == project_files(original)
     for name in project_files(original):
         assert (replayed / name).read_bytes() == (original / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("status", [1, 3])
+def test_make_monitor_says_a_non_zero_status_is_a_verdict(bake, tmp_path, status):
+    # A stand-in for the project's command (no install: `-o install` skips it).
+    fake_cli = tmp_path / "fake-cli"
+    fake_cli.write_text(f"#!/bin/sh\necho 'RESULT: the verdict'\nexit {status}\n")
+    fake_cli.chmod(0o755)
+    result = subprocess.run(
+        ["make", "-o", "install", "monitor", f"CLI={fake_cli}"], cwd=bake(),
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "RESULT: the verdict" in result.stdout
+    assert f"make monitor: exit status {status} is the monitor's verdict" in result.stderr
+    assert "not a crash" in result.stderr
