@@ -100,6 +100,9 @@ def next_steps(answers):
         "  make train           # train model version 0.1 on the embedded data",
         "  make serve           # serve it at http://127.0.0.1:8000 (docs at /docs)",
         "",
+        "The model and its data are the churn example: replace them with yours",
+        "(README.md, 'Using your own data').",
+        "",
         "Put it on GitHub (CI lints, tests and builds the images on every push):",
         "",
         "  git init -b main && git add . && git commit -m 'Initial commit'",
@@ -113,11 +116,21 @@ def next_steps(answers):
             "and give each the secret KUBE_CONFIG (a kubeconfig for its cluster).",
             "Until then, the deploy jobs skip and say why.",
         ]
-    lines += [
-        "",
-        "Template updates: the answers are in .cookiecutter.json; see the README.",
-    ]
+    if made_by_cruft(answers):
+        where = ".cruft.json (written by cruft: `cruft check`, `cruft update`)"
+    else:
+        where = ANSWERS_FILE
+    lines += ["", f"Template updates: the answers are in {where}; see the README."]
     return "\n".join(lines)
+
+
+def made_by_cruft(answers):
+    """Return True when ``cruft create`` runs the generation.
+
+    cruft adds the template commit to the context as ``_commit`` before it generates, and
+    writes ``.cruft.json`` only afterwards, so the file itself cannot be seen from here.
+    """
+    return "_commit" in answers
 
 
 def main():

@@ -39,7 +39,7 @@ DEPENDENCY_NAMES = frozenset({
     "pydantic", "pydantic_settings", "scikit_learn", "scipy", "sklearn", "skops",
     "tqdm", "typing_extensions", "uvicorn", "uvloop",
     # development
-    "flake8", "flask", "gunicorn", "httpx", "hypothesis", "pytest", "pytest_cov",
+    "flake8", "flask", "gunicorn", "httpx", "httpx2", "hypothesis", "pytest", "pytest_cov",
     "schemathesis", "array_api_strict",
     # GPU training (the gpu extra): CuPy, and the CUDA wheels' namespaces
     "cupy", "cupy_cuda12x", "cuda", "cuda_toolkit", "nvidia",
@@ -141,30 +141,37 @@ def check_required_text(text):
     return ["must not be empty"]
 
 
+def answer_checks():
+    """Return {variable: check} for every answer that has a rule, in reporting order."""
+    checks = {name: check_required_text for name in REQUIRED_TEXT}
+    checks.update({
+        "project": check_slug,
+        "package": check_package,
+        "author_email": check_email,
+        "github_owner": check_github_owner,
+        "python_version": check_python_version,  # its own check explains the reason
+    })
+    for name in CHOICES:
+        checks.setdefault(name, lambda value, name=name: check_choice(name, value))
+    return checks
+
+
+def check_answer(name, value):
+    """Return one message per problem of one answer, naming the variable, value and rule."""
+    value = str(value)
+    return [f"{name}={value!r} {rule}." for rule in answer_checks()[name](value)]
+
+
 def validate(answers):
     """Return one message per problem in ``answers``; an empty list means valid.
 
     Each message names the variable, the value and the rule it breaks.
     """
-    checks = [(name, check_required_text) for name in REQUIRED_TEXT]
-    checks += [
-        ("project", check_slug),
-        ("package", check_package),
-        ("author_email", check_email),
-        ("github_owner", check_github_owner),
-        ("python_version", check_python_version),
+    return [
+        message
+        for name in answer_checks()
+        for message in check_answer(name, answers.get(name, ""))
     ]
-    checks += [
-        (name, lambda value, name=name: check_choice(name, value))
-        for name in CHOICES
-        if name != "python_version"  # its own check explains the reason
-    ]
-    messages = []
-    for name, check in checks:
-        value = str(answers.get(name, ""))
-        for rule in check(value):
-            messages.append(f"{name}={value!r} {rule}.")
-    return messages
 
 
 def main():

@@ -125,6 +125,10 @@ def default_answers():
     from cookiecutter.generate import generate_context
     from cookiecutter.prompt import prompt_for_config
 
+    # cookiecutter.json names a Jinja extension of the template (local_extensions.py), which
+    # cookiecutter imports with the template folder on sys.path: so here too.
+    if str(TEMPLATE_DIR) not in sys.path:
+        sys.path.append(str(TEMPLATE_DIR))
     context = generate_context(context_file=str(TEMPLATE_DIR / "cookiecutter.json"))
     return prompt_for_config(context, no_input=True)
 
@@ -189,10 +193,12 @@ def stop(process):
 
 
 def serve_command(project_dir, project):
-    """Return the command that serves the model: `make serve`, else the project's CLI."""
-    makefile = (project_dir / "Makefile").read_text(encoding="utf-8")
-    if re.search(r"^serve:", makefile, re.MULTILINE):
-        return ["make", "serve"]
+    """Return the command that serves the model: the project's CLI, as `make serve` runs it.
+
+    Not `make serve` itself: the demo stops the service with SIGTERM, and make reports a
+    recipe ended by a signal as an error (`make: *** [...] Terminated`), so a clean stop
+    would end the log like a crash.
+    """
     return [str(project_dir / ".venv" / "bin" / project), "serve"]
 
 

@@ -12,6 +12,8 @@ import functools
 import itertools
 import os
 import sys
+import threading
+import time
 
 import pytest
 
@@ -71,9 +73,17 @@ def docker_problem():
         return "the Python package 'docker' is not installed"
     try:
         docker.from_env().ping()
-    except Exception as error:  # the SDK raises several unrelated types
-        return f"no Docker daemon answers ({error.__class__.__name__}: {error})"
+    except Exception:  # the SDK raises several unrelated types; the reason is the same
+        return no_daemon_message(os.environ.get("DOCKER_HOST"))
     return None
+
+
+def no_daemon_message(docker_host):
+    """Say that no Docker daemon answers, where it was asked, and what to do: in words,
+    as the quick start does, not as the SDK's exception chain."""
+    where = docker_host or "unix:///var/run/docker.sock"
+    return (f"no Docker daemon answers at {where} (start one, or point DOCKER_HOST at it; "
+            "`docker info` says more)")
 
 
 def require_docker():
@@ -108,6 +118,78 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name not in SPREAD_MODULES and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
+class ProgressHeartbeat:
+    """On the controller of a distributed run: a line every ``interval`` seconds of silence.
+
+    Under pytest-xdist, ``-v`` prints a test when it starts and when it ends, and a project's
+    install, lint and test, or an image build, takes minutes in between. This plugin keeps
+    the tests that are running and, when nothing was printed for ``interval`` seconds, says
+    which ones are still at work and for how long.
+    """
+
+    def __init__(self, config, interval=60.0):
+        self.config = config
+        self.interval = interval
+        self.began = time.monotonic()
+        self.running = {}
+        self.last_output = self.began
+        self.lock = threading.Lock()  # the terminal is written from two threads
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.beat, name="progress", daemon=True)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logstart(self, nodeid, location):
+        """Note that a test started (the terminal reporter prints it under the lock)."""
+        with self.lock:
+            self.running[nodeid] = time.monotonic()
+            self.last_output = time.monotonic()
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report):
+        """Note that a test ended after its teardown."""
+        with self.lock:
+            if report.when == "teardown":
+                self.running.pop(report.nodeid, None)
+            self.last_output = time.monotonic()
+            return (yield)
+
+    def pytest_sessionstart(self, session):
+        """Start the heartbeat thread."""
+        self.thread.start()
+
+    def pytest_sessionfinish(self, session):
+        """Stop the heartbeat thread."""
+        self.stopped.set()
+
+    def beat(self):
+        """Every few seconds, write the progress line when the terminal was quiet long enough."""
+        while not self.stopped.wait(min(self.interval, 5.0)):
+            with self.lock:
+                now = time.monotonic()
+                if self.running and now - self.last_output >= self.interval:
+                    reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+                    if reporter is not None:
+                        reporter.write_line(progress_line(now - self.began, self.running, now))
+                        self.last_output = now
+
+
+def progress_line(elapsed, running, now):
+    """Return e.g. "... 6 min in; running: tests/x.py::a (4 min), tests/y.py::b (1 min)"."""
+    tests = ", ".join(
+        f"{nodeid} ({(now - started) / 60:.0f} min)"
+        for nodeid, started in sorted(running.items(), key=lambda item: item[1])
+    )
+    return f"... {elapsed / 60:.0f} min in; still running: {tests}"
+
+
+def pytest_configure(config):
+    """Add the heartbeat on the controller of a distributed run (not on its workers)."""
+    distributed = config.getoption("dist", default="no") != "no"
+    if distributed and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ProgressHeartbeat(config), "progress-heartbeat")
 
 
 def pytest_runtest_setup(item):

@@ -28,6 +28,9 @@ FILES = {
     "requirements/prod.txt": ALWAYS,
     "requirements/gpu.in": GPU,
     "requirements/gpu.txt": GPU,
+    # Inputs to copy: the schema's example record, and records to predict with a header line
+    "examples/record.json": ALWAYS,
+    "examples/records.csv": ALWAYS,
     # The package
     "src/{package}/__init__.py": ALWAYS,
     "src/{package}/cli.py": ALWAYS,

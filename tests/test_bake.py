@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,35 @@ def test_recorded_answers_leave_out_machine_specific_keys(baked):
     assert private == ["_template"]
 
 
+# Words that only a project with the part can use in its README and Makefile, per answer
+# that leaves the part out (lowercase; the documents are compared in lowercase).
+ABSENT_PART_WORDS = {
+    ("gpu_image", "no"): ["gpu", "cuda"],
+    ("deploy_target", "none"): [
+        "kubernetes", "kubectl", "kustomize", "deploy/", "deploy.yml", "kube_config", "staging",
+    ],
+}
+
+
+def test_readme_and_makefile_describe_only_the_parts_the_project_has(baked):
+    answers, project_dir = baked
+    absent = [
+        word
+        for (variable, value), words in ABSENT_PART_WORDS.items()
+        if answers[variable] == value
+        for word in words
+    ]
+    for name in ("README.md", "Makefile"):
+        text = (project_dir / name).read_text(encoding="utf-8").lower()
+        assert [word for word in absent if word in text] == [], name
+
+
+def test_makefile_help_lists_image_gpu_only_with_a_gpu_image(bake):
+    for gpu_image in ("yes", "no"):
+        makefile = (bake(gpu_image=gpu_image) / "Makefile").read_text(encoding="utf-8")
+        assert ("\nimage-gpu:" in makefile) == (gpu_image == "yes")
+
+
 def test_python_version_file_holds_the_chosen_version(baked):
     answers, project_dir = baked
     assert (project_dir / ".python-version").read_text().strip() == answers["python_version"]
@@ -163,3 +193,19 @@ def test_recorded_answers_replay_to_the_same_project(bake, tmp_path, cookiecutte
     assert project_files(replayed) == project_files(original)
     for name in project_files(original):
         assert (replayed / name).read_bytes() == (original / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("status", [1, 3])
+def test_make_monitor_says_a_non_zero_status_is_a_verdict(bake, tmp_path, status):
+    # A stand-in for the project's command (no install: `-o install` skips it).
+    fake_cli = tmp_path / "fake-cli"
+    fake_cli.write_text(f"#!/bin/sh\necho 'RESULT: the verdict'\nexit {status}\n")
+    fake_cli.chmod(0o755)
+    result = subprocess.run(
+        ["make", "-o", "install", "monitor", f"CLI={fake_cli}"], cwd=bake(),
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "RESULT: the verdict" in result.stdout
+    assert f"make monitor: exit status {status} is the monitor's verdict" in result.stderr
+    assert "not a crash" in result.stderr

@@ -30,3 +30,11 @@ def test_available_docker_neither_skips_nor_fails(monkeypatch):
     monkeypatch.setattr(conftest, "docker_problem", lambda: None)
     monkeypatch.setenv("CI", "true")
     conftest.require_docker()
+
+
+def test_a_missing_daemon_is_named_in_words_not_as_an_exception(monkeypatch, tmp_path):
+    pytest.importorskip("docker")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-daemon.sock")
+    problem = conftest.docker_problem.__wrapped__()
+    assert problem == conftest.no_daemon_message(f"unix://{tmp_path}/no-daemon.sock")
+    assert "Exception" not in problem and "Error" not in problem

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import click
 import pytest
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
@@ -198,13 +199,13 @@ def test_every_problem_is_one_line_naming_variable_value_and_rule():
 # --- pre_gen_project, end to end: refused, and nothing left behind ----------
 
 BAD_TEXT_ANSWERS = [
-    pytest.param({"project_name": "Import"}, "package", "import", "is a Python keyword",
+    pytest.param({"project": "import"}, "project", "import", "is a Python keyword",
                  id="keyword"),
-    pytest.param({"project_name": "Json"}, "package", "json", "standard library",
+    pytest.param({"package": "json"}, "package", "json", "standard library",
                  id="stdlib"),
-    pytest.param({"project_name": "Tests"}, "package", "tests", "standard library",
+    pytest.param({"package": "tests"}, "package", "tests", "standard library",
                  id="tests"),
-    pytest.param({"project_name": "Sklearn"}, "package", "sklearn", "dependency",
+    pytest.param({"project": "sklearn"}, "project", "sklearn", "dependency",
                  id="dependency"),
     pytest.param({"project": "9lives"}, "project", "9lives", "start with a letter",
                  id="slug"),
@@ -230,12 +231,59 @@ def assert_refusal_line(output, variable, value, rule):
 
 @pytest.mark.parametrize("answers, variable, value, rule", BAD_TEXT_ANSWERS)
 def test_bad_answer_stops_generation_and_leaves_no_folder(
-    answers, variable, value, rule, tmp_path, cookiecutter_config, capfd
+    answers, variable, value, rule, tmp_path, cookiecutter_config
 ):
-    with pytest.raises(FailedHookException):
+    # Checked as cookiecutter renders the answers, before the pre-generation hook runs.
+    with pytest.raises(click.ClickException) as refused:
         baking.bake(tmp_path, answers, config_file=cookiecutter_config)
-    assert_refusal_line(capfd.readouterr().err, variable, value, rule)
+    assert_refusal_line(refused.value.message, variable, value, rule)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("project_name, slug", [
+    ("Churn Model", "churn-model"),
+    ("Json", "json-project"),
+    ("Sklearn", "sklearn-project"),
+    ("Import", "import-project"),
+    ("Model", "model-project"),
+    ("3D Printer Failures", "project-3d-printer-failures"),
+    ("!!!", "unnamed"),
+])
+def test_names_derived_from_the_project_name_are_valid(project_name, slug, bake):
+    recorded = json.loads((bake(project_name=project_name) / ".cookiecutter.json").read_text())
+    assert (recorded["cookiecutter"]["project"], recorded["cookiecutter"]["package"]) == (
+        slug, slug.replace("-", "_"))
+
+
+def run_interactively(answers, tmp_path, cookiecutter_config):
+    """Run the cookiecutter command, typing ``answers`` (one line each) at its prompts."""
+    return subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--config-file", str(cookiecutter_config),
+         "--output-dir", str(tmp_path), str(baking.TEMPLATE_DIR)],
+        input="".join(f"{answer}\n" for answer in answers),
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_interactive_bad_answer_is_refused_before_the_next_question(
+    tmp_path, cookiecutter_config
+):
+    result = run_interactively(["Churn Model", "9lives"], tmp_path, cookiecutter_config)
+    assert result.returncode == 1
+    assert "[2/11]" in result.stdout
+    assert "[3/11]" not in result.stdout
+    assert result.stderr.splitlines() == [
+        "Error: project='9lives' must be lowercase letters, digits and single hyphens, "
+        "start with a letter and not end with a hyphen."
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interactive_default_answers_generate_the_project(tmp_path, cookiecutter_config):
+    result = run_interactively([""] * 11, tmp_path, cookiecutter_config)
+    assert result.returncode == 0, result.stderr
+    assert "[11/11]" in result.stdout
+    assert (tmp_path / "churn-model" / "pyproject.toml").is_file()
 
 
 def write_replay_file(path, **overrides):
@@ -276,6 +324,7 @@ def test_command_line_refusal_exits_non_zero_with_the_message(tmp_path, cookiecu
     )
     assert result.returncode != 0
     assert_refusal_line(result.stderr, "github_owner", "acme_corp", "GitHub's rule")
+    assert "Traceback" not in result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -352,3 +401,27 @@ def test_next_steps_show_the_commands_and_the_repository_address():
 def test_next_steps_name_the_deploy_secret_only_when_deploying():
     assert "KUBE_CONFIG" in post_gen.next_steps(DEFAULT_ANSWERS)
     assert "KUBE_CONFIG" not in post_gen.next_steps({**DEFAULT_ANSWERS, "deploy_target": "none"})
+
+
+def test_next_steps_point_to_replacing_the_example_first():
+    text = post_gen.next_steps(DEFAULT_ANSWERS)
+    assert text.index("make train") < text.index("Using your own data") < text.index("git init")
+
+
+def test_next_steps_name_the_answers_file_of_the_tool_that_generated():
+    assert "answers are in .cookiecutter.json" in post_gen.next_steps(DEFAULT_ANSWERS)
+    by_cruft = post_gen.next_steps({**DEFAULT_ANSWERS, "_commit": "0123abc"})
+    assert "answers are in .cruft.json" in by_cruft
+    assert ".cookiecutter.json" not in by_cruft
+
+
+def test_cruft_create_names_cruft_json_in_its_closing_message(tmp_path, cookiecutter_config):
+    from test_template_updates import copy_template, cruft
+
+    template_repo = tmp_path / "template"
+    template_repo.mkdir()
+    copy_template(template_repo)
+    output = cruft("create", "--no-input", "--config-file", cookiecutter_config,
+                   "--output-dir", tmp_path / "out", template_repo, cwd=tmp_path)
+    assert "answers are in .cruft.json" in output
+    assert (tmp_path / "out" / "churn-model" / ".cruft.json").is_file()

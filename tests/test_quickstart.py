@@ -76,3 +76,10 @@ def test_the_base_pulled_before_the_air_gapped_one_is_the_pinned_from_image(quic
     assert re.search(rf"^FROM {re.escape(reference)} AS base$",
                      dockerfile.read_text(encoding="utf-8"), re.M)
     assert re.fullmatch(r"python:\d+\.\d+-\S+@sha256:[0-9a-f]{64}", reference), reference
+
+
+def test_the_service_runs_without_make_so_its_stop_reads_clean(quickstart, bake):
+    # make reports a recipe stopped by SIGTERM as "make: *** [...] Terminated".
+    project = bake()
+    command = quickstart.serve_command(project, "churn-model")
+    assert command == [str(project / ".venv" / "bin" / "churn-model"), "serve"]

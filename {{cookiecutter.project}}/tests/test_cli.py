@@ -59,6 +59,20 @@ def test_train_prints_a_summary_with_the_version(capsys, training_csv, quick_tra
     assert "cross-validating" in err
 
 
+def test_retraining_an_existing_version_says_it_replaces_it(
+    capsys, training_csv, quick_training
+):
+    args = ("train", "--data", str(training_csv), "--version", "1.2", "--test-mode", "-q")
+    first_status, _, first_err = run(capsys, *args)
+    trained_at = registry.Registry(cli.Settings().registry_dir).metadata(
+        "test-model", "1.2")["trained_at"]
+    status, _, err = run(capsys, *args)
+    assert (first_status, status) == (0, 0)
+    assert "replacing" not in first_err
+    assert f"replacing test-model version 1.2 (trained {trained_at})" in err
+    assert "test-model-1.2 will point to the new model" in err
+
+
 def test_train_quiet_prints_no_progress(capsys, training_csv, quick_training):
     status, _, err = run(capsys, "train", "--data", str(training_csv), "--test-mode", "-q")
     assert status == 0 and err == ""

@@ -1,7 +1,10 @@
 """Data ingestion: the default data set, record validation, the CSV loader, fingerprints."""
 
 import io
+import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -263,6 +266,38 @@ def test_invalid_csv_is_refused_naming_file_line_and_column(tmp_path, text, expe
         data.load_csv(path)
     assert str(path) in str(raised.value)
     assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ("mars,30,aavail_basic,5,1\nsingapore,old,aavail_basic,5,1\n",
+         "line 2, column 'country': unknown category"),
+        ("singapore,300,aavail_basic,5,1\nsingapore,old,aavail_basic,5,1\n",
+         "line 2, column 'age': value 300 is outside"),
+        ("singapore,30,aavail_basic,5,1\nsingapore,30,aavail_basic,x,1\n"
+         "singapore,30,aavail_gold,5,1\n",
+         "line 3, column 'num_streams': expected an integer, got 'x'"),
+        ("mars,300,aavail_basic,5,1\n", "line 2, column 'country'"),
+    ],
+    ids=["bad-category-above-unparsable", "out-of-range-above-unparsable",
+         "unparsable-above-bad-category", "leftmost-on-one-line"],
+)
+def test_csv_with_several_bad_values_reports_the_first_bad_line(tmp_path, rows, expected):
+    with pytest.raises(DataValidationError, match=re.escape(expected)):
+        data.load_csv(write(tmp_path, HEADER + rows))
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_the_shipped_examples_are_inputs_of_the_schema():
+    """examples/ is what the README and `make predict` use: it must follow SCHEMA."""
+    record = json.loads((EXAMPLES / "record.json").read_text(encoding="utf-8"))
+    assert record == data.SCHEMA.example
+    data.validate_records(record)
+    records = data.load_csv(EXAMPLES / "records.csv", with_target=False)
+    assert list(records.columns) == data.FEATURES and len(records) > 1
 
 
 def test_csv_that_is_not_text_is_refused(tmp_path):

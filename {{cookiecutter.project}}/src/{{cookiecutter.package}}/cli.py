@@ -70,6 +70,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(f"training data {settings.data_path} is not a file")
     from . import model  # imported here: scikit-learn would slow down `serve`'s start-up
 
+    _warn_if_replacing(settings, args.test_mode)
     result = model.train(settings, test_mode=args.test_mode)  # logs its device first
     summary = {
         "model_version": result.version,
@@ -81,6 +82,24 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _warn_if_replacing(settings: Settings, test_mode: bool) -> None:
+    """Say so when training replaces the current artifact of an existing version."""
+    from .registry import Registry, artifact_name
+
+    name = artifact_name(test_mode)
+    registry = Registry(settings.registry_dir)
+    try:
+        trained_at = registry.metadata(name, settings.version).get("trained_at", "earlier")
+    except RegistryError:
+        return  # a new version, or one that cannot be read: nothing is silently replaced
+    logging.getLogger(__package__).warning(
+        "replacing %s version %s (trained %s): %s will point to the new model; the previous "
+        "one stays in %s. To keep both, train another version: --version.",
+        name, settings.version, trained_at, registry.link(name, settings.version).name,
+        registry.artifacts_dir,
+    )
 
 
 def _predict(settings: Settings, args: argparse.Namespace) -> int:

@@ -403,30 +403,54 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
 _INTEGER = r"\s*[+-]?\d{1,18}\s*"
 
 
-def _parse_csv_column(feature: Feature, text: pd.Series, where) -> pd.Series:
-    """Parse one column read as strings into the feature's type, naming the first bad line."""
+def _first_unparsable(feature: Feature, text: pd.Series) -> tuple[int, str] | None:
+    """The position of the first value of a column read as strings that is not of the
+    feature's type, and the problem; None when every value parses."""
     import pandas as pd  # start-up cost: see the module docstring
 
     if isinstance(feature, CategoricalFeature):
-        return text.astype(object)
+        return None
     if feature.integer:
         bad = ~text.str.fullmatch(_INTEGER)
-        parsed = None
     else:
         parsed = pd.to_numeric(text, errors="coerce")
         bad = parsed.isna().to_numpy() | ~np.isfinite(parsed.to_numpy(dtype=float))
     positions = np.flatnonzero(np.asarray(bad))
-    if len(positions):
-        position = int(positions[0])
-        value = text.iloc[position]
-        kind = "an integer" if feature.integer else "a finite number"
-        problem = ("value is missing (empty)" if not value.strip()
-                   else f"expected {kind}, got {value!r}")
+    if not len(positions):
+        return None
+    position = int(positions[0])
+    value = text.iloc[position]
+    kind = "an integer" if feature.integer else "a finite number"
+    problem = ("value is missing (empty)" if not value.strip()
+               else f"expected {kind}, got {value!r}")
+    return position, problem
+
+
+def _parse_csv_column(feature: Feature, text: pd.Series, where) -> pd.Series:
+    """Parse one column read as strings into the feature's type, naming the first bad line."""
+    import pandas as pd  # start-up cost: see the module docstring
+
+    unparsable = _first_unparsable(feature, text)
+    if unparsable is not None:
+        position, problem = unparsable
         raise DataValidationError(
             f"{where(position)}, column {feature.name!r}: {problem}",
             row=position, field=feature.name,
         )
-    return text.astype("int64") if parsed is None else parsed.astype("float64")
+    if isinstance(feature, CategoricalFeature):
+        return text.astype(object)
+    if feature.integer:
+        return text.astype("int64")
+    return pd.to_numeric(text).astype("float64")
+
+
+def _first_csv_problem(feature: Feature, text: pd.Series) -> tuple[int, str] | None:
+    """The first bad line of a column read as strings: a value that is not of the feature's
+    type, or an earlier one that is but breaks the feature's rule (range, category)."""
+    unparsable = _first_unparsable(feature, text)
+    end = len(text) if unparsable is None else unparsable[0]
+    head = _parse_csv_column(feature, text.iloc[:end], str)
+    return _first_problem(feature, head) or unparsable
 
 
 def load_csv(source: str | os.PathLike | IO, *, with_target: bool = True,
@@ -435,7 +459,8 @@ def load_csv(source: str | os.PathLike | IO, *, with_target: bool = True,
 
     With ``with_target`` the target column is required (training data); without it the file
     holds records to predict. Columns not in the schema are ignored. Raises
-    ``DataValidationError`` naming the file (or ``name``), line and column of the first problem.
+    ``DataValidationError`` naming the file (or ``name``), line and column of the first bad
+    line, the one nearest the top (on that line, the leftmost bad column).
     """
     import pandas as pd  # start-up cost: see the module docstring
 
@@ -463,13 +488,24 @@ def load_csv(source: str | os.PathLike | IO, *, with_target: bool = True,
     def where(position: int) -> str:
         return f"{name}, line {position + 2}"  # line 1 is the header
 
+    columns = list(SCHEMA.features)
+    if with_target:
+        columns.append(NumericFeature(TARGET, min(SCHEMA.classes), max(SCHEMA.classes)))
+    # Each column's first bad line, then the earliest of them: a file with several bad
+    # values is reported from the top, whichever column the first one is in.
+    problems = [
+        (found[0], order, feature.name, found[1])
+        for order, feature in enumerate(columns)
+        if (found := _first_csv_problem(feature, text[feature.name])) is not None
+    ]
+    if problems:
+        position, _, column, problem = min(problems)
+        raise DataValidationError(f"{where(position)}, column {column!r}: {problem}",
+                                  row=position, field=column)
     parsed = pd.DataFrame(
         {feature.name: _parse_csv_column(feature, text[feature.name], where)
-         for feature in SCHEMA.features}
+         for feature in columns}
     )
-    if with_target:
-        target = NumericFeature(TARGET, min(SCHEMA.classes), max(SCHEMA.classes))
-        parsed[TARGET] = _parse_csv_column(target, text[TARGET], where)
     return _validate_frame(
         parsed, with_target=with_target, allow_extra=False, where=where, noun="column"
     )
