@@ -54,8 +54,13 @@ FILES = {
     "tests/test_scoring.py": ALWAYS,
     "tests/test_device.py": ALWAYS,
     # Benchmarks
+    "benchmarks/bare_asgi.py": ALWAYS,
+    "benchmarks/flask_course.py": ALWAYS,
     "benchmarks/flask_reference.py": ALWAYS,
     "benchmarks/images.py": ALWAYS,
+    "benchmarks/loadgen.py": ALWAYS,
+    "benchmarks/post.lua": ALWAYS,
+    "benchmarks/servers.py": ALWAYS,
     "benchmarks/serving.py": ALWAYS,
     # Images
     ".dockerignore": ALWAYS,
