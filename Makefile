@@ -16,7 +16,7 @@ PYTEST_WORKERS ?= auto
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint clean
+.PHONY: help demo test lint bench-peers clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
@@ -48,8 +48,13 @@ demo: $(INSTALLED) ## Quick start: bake the default project into build/ and run 
 test: $(INSTALLED) ## Run the template's whole test suite (bakes, hooks, projects, gates, Docker)
 	$(BIN)/pytest -v --numprocesses $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-lint: $(INSTALLED) ## Check the hooks, tests and scripts with flake8
-	$(BIN)/flake8 hooks tests scripts
+lint: $(INSTALLED) ## Check the hooks, tests, scripts and benchmarks with flake8
+	$(BIN)/flake8 hooks tests scripts benchmarks
+
+# Bakes the default project and serves its model beside MLServer and MLflow (README, "Peers").
+PEERS_DIR ?= build/peers
+bench-peers: $(INSTALLED) ## Benchmark the generated service beside MLServer and MLflow's server
+	$(BIN)/python benchmarks/peers.py --output-dir $(PEERS_DIR)
 
 clean: ## Remove the virtual environment and the demo project
 	rm -rf $(VENV) $(BOOTSTRAP) $(DEMO_DIR) .pytest_cache
