@@ -66,14 +66,17 @@ EXPORT = textwrap.dedent("""
     (out / "records.json").write_text(json.dumps(distinct_records({records})))
 """)
 
-# Run in MLflow's environment: the same pipeline in MLflow's format.
+# Run in MLflow's environment: the same pipeline in MLflow's format. The requirements are
+# given, so MLflow does not load the model in a subprocess to infer them.
 MLFLOW_SAVE = textwrap.dedent("""
     import sys
     import joblib
     import mlflow.sklearn
+    import sklearn
 
     mlflow.sklearn.save_model(joblib.load(sys.argv[1]), sys.argv[2],
-                              pyfunc_predict_fn="predict_proba")
+                              pyfunc_predict_fn="predict_proba",
+                              pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
 """)
 
 

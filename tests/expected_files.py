@@ -53,6 +53,7 @@ FILES = {
     "tests/test_registry.py": ALWAYS,
     "tests/test_scoring.py": ALWAYS,
     "tests/test_device.py": ALWAYS,
+    "tests/test_benchmarks.py": ALWAYS,
     # Benchmarks
     "benchmarks/bare_asgi.py": ALWAYS,
     "benchmarks/flask_course.py": ALWAYS,
