@@ -248,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"Peers on the same fitted pipeline; load generator {loadgen.generator()}; "
           f"{placement.describe()}; {load_average()}", flush=True)
-    started = []
     try:
-        for name, (server, *_) in setups.items():
-            started.append(server.__enter__())
+        for server, *_ in setups.values():  # all load their models at the same time
+            server.launch()
+        for server, *_ in setups.values():
+            server.wait_ready()
         answers_by_server = {
             name: positive_probabilities(name, post(server.url(path), many))
             for name, (server, path, _, many) in setups.items()}
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                     results[(name, conns)].append(load)
             print(f"  round {number}/{args.rounds} done; {load_average()}", flush=True)
     finally:
-        for server in started:
+        for server, *_ in setups.values():
             server.stop()
 
     versions = {name: run([venvs[name] / "bin" / "python", "-c",

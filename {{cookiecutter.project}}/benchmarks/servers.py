@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -101,7 +102,10 @@ def wait_until_up(process: subprocess.Popen, url: str, body: bytes | None,
 
 
 class Server:
-    """A server process in its own session, pinned to ``cpu``; a context manager."""
+    """A server process in its own session, pinned to ``cpu``; a context manager.
+
+    ``launch`` several servers before waiting for any: they load their models at the same time.
+    """
 
     def __init__(self, name: str, command: list[str], port: int, *, env: dict | None = None,
                  cpu: int | None = None, ready_path: str = "/", ready_body: bytes | None = None,
@@ -115,26 +119,39 @@ class Server:
         self.cwd = cwd
         self.timeout = timeout
         self.process: subprocess.Popen | None = None
+        self.stderr = None
 
     def url(self, path: str) -> str:
         """The server's URL for ``path``."""
         return f"http://{HOST}:{self.port}{path}"
 
-    def __enter__(self) -> Server:
-        # The affinity is set before exec, so every process the server forks inherits it.
-        pin = (lambda: os.sched_setaffinity(0, {self.cpu})) if self.cpu is not None else None
-        self.process = subprocess.Popen(self.command, env=self.env, cwd=self.cwd,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        start_new_session=True, preexec_fn=pin)
+    def launch(self) -> Server:
+        """Start the process (once); ``wait_ready`` waits for it to answer."""
+        if self.process is None:
+            # The affinity is set before exec, so every process the server forks inherits it.
+            pin = (lambda: os.sched_setaffinity(0, {self.cpu})) if self.cpu is not None else None
+            # A file, not a pipe: a server that logs every request would fill a pipe and stall.
+            self.stderr = tempfile.TemporaryFile()
+            self.process = subprocess.Popen(self.command, env=self.env, cwd=self.cwd,
+                                            stdout=subprocess.DEVNULL, stderr=self.stderr,
+                                            start_new_session=True, preexec_fn=pin)
+        return self
+
+    def wait_ready(self) -> Server:
+        """Wait until the server answers; stop it and show its stderr when it cannot."""
         path, body = self.ready
         try:
             wait_until_up(self.process, self.url(path), body, self.timeout)
         except BaseException:
             self.stop()
+            self.stderr.seek(0)
             sys.stderr.write(f"{self.name} did not start:\n"
-                             + self.process.stderr.read().decode(errors="replace")[-3000:])
+                             + self.stderr.read().decode(errors="replace")[-3000:])
             raise
         return self
+
+    def __enter__(self) -> Server:
+        return self.launch().wait_ready()
 
     def __exit__(self, *_) -> None:
         self.stop()

@@ -31,6 +31,7 @@ a server answered an error or the servers disagreed; missed targets are reported
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -295,7 +296,15 @@ def run(args, placement: Placement, workdir: Path) -> int:
     service = Server(SERVICE, [sys.executable, "-m", "{{ cookiecutter.package }}.cli", "serve"],
                      port, env=environment(settings, port), cpu=placement.server,
                      ready_path="/ready")
-    with service:
+    flask = gunicorn("flask_reference", settings, placement.server, bodies["record"])
+    course = gunicorn("flask_course", settings, placement.server, bodies["record"])
+    with contextlib.ExitStack() as running:
+        for server in (service, flask, course):
+            running.callback(server.stop)
+            server.launch()
+        for server in (service, flask, course):
+            server.wait_ready()
+        # The ceiling answers the bytes the service gave for the same request.
         answer = workdir / "answer.json"
         answer.write_bytes(post(service.url("/predict"), bodies["record"]))
         port = free_port()
@@ -303,21 +312,19 @@ def run(args, placement: Placement, workdir: Path) -> int:
                                    str(port), "--body-file", str(answer)],
                          port, cpu=placement.server, ready_path="/predict",
                          ready_body=bodies["record"])
-        flask = gunicorn("flask_reference", settings, placement.server, bodies["record"])
-        course = gunicorn("flask_course", settings, placement.server, bodies["record"])
-        with ceiling, flask, course:
-            servers = {SERVICE: service, CEILING: ceiling, FLASK: flask, COURSE: course}
-            difference = check_agreement({SERVICE: service, FLASK: flask, COURSE: course},
-                                         batch[:50])
-            print(f"Probabilities of 50 distinct records: the service, the Flask reference and "
-                  f"the course-style app differ by at most {difference:.1e}.")
-            if difference > AGREEMENT:
-                print(f"the servers disagree by more than {AGREEMENT}", file=sys.stderr)
-                return 1
-            phases = [Phase(name, "record", conns) for name in (SERVICE, CEILING, FLASK, COURSE)
-                      for conns in (1, args.connections)] + [Phase(SERVICE, "batch", 1)]
-            results = run_rounds(phases, servers, bodies, placement, args.rounds,
-                                 args.seconds, args.warmup)
+        running.enter_context(ceiling)
+        servers = {SERVICE: service, CEILING: ceiling, FLASK: flask, COURSE: course}
+        difference = check_agreement({SERVICE: service, FLASK: flask, COURSE: course},
+                                     batch[:50])
+        print(f"Probabilities of 50 distinct records: the service, the Flask reference and "
+              f"the course-style app differ by at most {difference:.1e}.")
+        if difference > AGREEMENT:
+            print(f"the servers disagree by more than {AGREEMENT}", file=sys.stderr)
+            return 1
+        phases = [Phase(name, "record", conns) for name in (SERVICE, CEILING, FLASK, COURSE)
+                  for conns in (1, args.connections)] + [Phase(SERVICE, "batch", 1)]
+        results = run_rounds(phases, servers, bodies, placement, args.rounds,
+                             args.seconds, args.warmup)
 
     report(results, floors, args.connections, args.batch_rows)
     print(f"After: {load_average()}.")
