@@ -56,6 +56,7 @@ FILES = {
     # Benchmarks
     "benchmarks/flask_reference.py": ALWAYS,
     "benchmarks/images.py": ALWAYS,
+    "benchmarks/monitoring.py": ALWAYS,
     "benchmarks/serving.py": ALWAYS,
     # Images
     ".dockerignore": ALWAYS,

@@ -219,6 +219,14 @@ def fit_and_evaluate(frame: pd.DataFrame, seed: int = SEED) -> tuple[Pipeline, d
     return pipeline, metrics
 
 
+def training_split(frame: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
+    """The rows ``fit_and_evaluate`` fits on, in their original order: the held-out split
+    (same size, stratification and seed) left out. Drift monitoring compares against them."""
+    rows, _ = train_test_split(frame.index, test_size=TEST_SIZE, stratify=frame[dataset.TARGET],
+                               random_state=seed)
+    return frame.loc[frame.index.isin(rows)].reset_index(drop=True)
+
+
 def train(settings: Settings, data: pd.DataFrame | None = None, *,
           test_mode: bool = False, seed: int = SEED) -> TrainResult:
     """Train, compare, evaluate and store a model version; log the run.
@@ -241,7 +249,7 @@ def train(settings: Settings, data: pd.DataFrame | None = None, *,
         name, settings.version,
         estimator=pipeline,
         scorer_spec=verified_scorer_spec(pipeline),
-        training_data=frame,
+        training_data=training_split(frame, seed),
         metadata={
             "note": settings.version_note,
             "trained_at": logs.utc_now(),
