@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         loaded = scoring.load_served_model(settings)
         baseline = monitoring.load_baseline(settings, loaded)
     print(f"Model trained on the embedded data set ({baseline.training_rows} training rows, "
-          f"{baseline.reference_rows} compared); {monitoring.N_PERMUTATIONS} relabellings; "
+          f"{baseline.reference_rows} compared); "
+          f"{monitoring.relabellings_for(args.alpha, 3 + len(data.FEATURES))} relabellings; "
           f"level {args.alpha:g}; {args.runs} windows per cell; 95 % Wilson intervals.\n")
     goals_met = True
 

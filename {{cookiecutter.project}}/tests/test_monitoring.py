@@ -108,6 +108,15 @@ def test_too_few_relabellings_for_the_level_are_refused(served_baseline, traffic
         check_window(served_baseline, traffic, alpha=0.01, n_permutations=50)
 
 
+def test_a_small_level_takes_enough_relabellings_for_a_shift_to_fail(served_baseline):
+    # With 999 relabellings, each of the 7 checks' largest statistic can sit in another one:
+    # no adjusted p-value could go under 7/1000, so a level of 0.002 could never fail.
+    window = data.make_default_dataset(200, seed=1)[data.FEATURES]
+    report = check_window(served_baseline, window.assign(age=window["age"] + 20), alpha=0.002,
+                          seed=SEED)
+    assert report.n_permutations >= 7 / 0.002 and not report.passed
+
+
 def test_the_same_seed_gives_the_same_report(served_baseline, traffic):
     first, second = (check_window(served_baseline, traffic, seed=3) for _ in range(2))
     assert first.checks == second.checks and first.seed == 3

@@ -70,7 +70,6 @@ SPLIT_SEED = 0
 # Statistics are compared after rounding: the same distance reached by two relabellings must
 # tie, whatever the floating-point order of its sums.
 DECIMALS = 10
-_TIMESTAMP_PREFIX = b'{"timestamp":"'
 
 
 class NothingToMonitor(Exception):
@@ -328,18 +327,32 @@ def min_p_test(statistics: np.ndarray, alpha: float) -> dict:
     }
 
 
+def relabellings_for(alpha: float, n_checks: int) -> int:
+    """How many relabellings a level needs: at least ``N_PERMUTATIONS``, and enough that a
+    check can fail however the others fall (see ``compare``)."""
+    return max(N_PERMUTATIONS, math.ceil((n_checks + 3) / alpha) - 1)
+
+
 def compare(baseline: Baseline, production, predictions: np.ndarray | None = None, *,
             model_version: str = "", production_rows: int | None = None,
-            alpha: float = 0.01, n_permutations: int = N_PERMUTATIONS,
+            alpha: float = 0.01, n_permutations: int | None = None,
             seed: int | None = None) -> Report:
     """Test a production sample against the baseline; one ``Check`` per statistic.
 
     ``production`` holds validated rows (a DataFrame or a dict of columns), ``predictions``
     their predicted classes; ``production_rows`` is the size of the window it was sampled
-    from. ``seed`` None draws fresh relabellings (the seed used is in the report).
+    from. ``seed`` None draws fresh relabellings (the seed used is in the report);
+    ``n_permutations`` None takes ``relabellings_for(alpha, ...)``.
     """
-    if n_permutations + 1 < 1 / alpha:
-        raise ValueError(f"{n_permutations} relabellings cannot reach a p-value of {alpha:g}")
+    has_y = baseline.predictions is not None and predictions is not None
+    n_checks = 2 + has_y + len(data.SCHEMA.features)
+    if n_permutations is None:
+        n_permutations = relabellings_for(alpha, n_checks)
+    # Each check's largest statistic may sit in a different relabelling, so the smallest
+    # adjusted p-value can be n_checks / (n_permutations + 1): above alpha, nothing can fail.
+    if (n_permutations + 1) * alpha < n_checks:
+        raise ValueError(f"{n_permutations} relabellings cannot reach a p-value of {alpha:g} "
+                         f"over {n_checks} checks")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**63)
     rng = np.random.default_rng(seed)
@@ -355,7 +368,6 @@ def compare(baseline: Baseline, production, predictions: np.ndarray | None = Non
     numbers = np.column_stack([baseline.space.standardised(pooled, f.name)
                                for f in data.SCHEMA.numeric])
     share = numbers.shape[1] / baseline.space.width
-    has_y = baseline.predictions is not None and predictions is not None
     if has_y:
         classes = np.concatenate([baseline.predictions, np.asarray(predictions, dtype=float)])
     checks = [("OUTLIER TEST", "% of rows outside the training envelope", None),
@@ -405,33 +417,15 @@ def compare(baseline: Baseline, production, predictions: np.ndarray | None = Non
     )
 
 
-def _window_lines(settings: Settings, *, test_mode: bool, since: str):
-    """The lines of the predict log from ``since`` on: older months and lines are skipped.
-
-    Each line is parsed only when it may be in the window: a line that starts with its
-    timestamp (as ``logs`` writes them) and is older is skipped unread, so the cost of a run
-    follows the window, not the history.
-    """
-    cutoff = since.encode()
-    for path in logs.log_files(settings.log_dir, "predict", test_mode=test_mode):
-        if path.stem[-7:] < since[:7]:  # the month is the file name's tail: YYYY-MM
-            continue
-        with open(path, "rb") as stream:
-            for number, line in enumerate(stream, start=1):
-                if line.startswith(_TIMESTAMP_PREFIX) and (
-                        line[len(_TIMESTAMP_PREFIX):len(_TIMESTAMP_PREFIX) + len(cutoff)]
-                        < cutoff):
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    record = None
-                if not isinstance(record, dict):
-                    raise NothingToMonitor(f"the predict log cannot be read: {path}, line "
-                                           f"{number}: not a JSON object")
-                yield record
+def _window_records(settings: Settings, *, test_mode: bool, since: str):
+    """The predict log's records from ``since`` on, streamed: older months are not opened,
+    older lines are not parsed, so the cost of a run follows the window, not the history."""
+    try:
+        for path in logs.log_files(settings.log_dir, "predict", test_mode=test_mode,
+                                   since=since):
+            yield from logs.iter_records(path, since=since)
+    except logs.LogFormatError as error:
+        raise NothingToMonitor(f"the predict log cannot be read: {error}") from None
 
 
 def production_sample(settings: Settings, *, version: str, test_mode: bool = False,
@@ -453,7 +447,7 @@ def production_sample(settings: Settings, *, version: str, test_mode: bool = Fal
     rng = np.random.default_rng(seed)
     kept: list[dict] = []
     seen = without_input = 0
-    for record in _window_lines(settings, test_mode=test_mode, since=since):
+    for record in _window_records(settings, test_mode=test_mode, since=since):
         if record.get("model_version") != version or str(record.get("timestamp", "")) < since:
             continue
         seen += 1
@@ -543,7 +537,7 @@ def plot(baseline: Baseline, production, report: Report, path: Path) -> Path | N
 
 
 def run_monitor(settings: Settings, *, test_mode: bool = False, days: float | None = 30,
-                report_dir: Path | None = None, n_permutations: int = N_PERMUTATIONS,
+                report_dir: Path | None = None, n_permutations: int | None = None,
                 seed: int | None = None) -> int:
     """Check the logged traffic of the configured version; print, write JSON and PNG.
 
