@@ -123,7 +123,7 @@ def test_the_same_seed_gives_the_same_report(served_baseline, traffic):
 
 
 def test_a_run_without_seed_draws_and_records_one(served_baseline, traffic):
-    first, second = (check_window(served_baseline, traffic, n_permutations=99)
+    first, second = (check_window(served_baseline, traffic, alpha=0.1, n_permutations=99)
                      for _ in range(2))
     assert first.seed != second.seed
 
