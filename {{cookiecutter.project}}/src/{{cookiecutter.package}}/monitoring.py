@@ -442,7 +442,9 @@ def production_sample(settings: Settings, *, version: str, test_mode: bool = Fal
     if not files:
         raise NothingToMonitor(f"no predict logs in {settings.log_dir}: nothing was predicted "
                                "yet, so there is no production data to check")
-    since = (datetime.now(timezone.utc) - timedelta(days=days)).isoformat() if days else ""
+    # The logs' own format (microseconds always written), so that strings compare as times.
+    since = ((datetime.now(timezone.utc) - timedelta(days=days)).isoformat(timespec="microseconds")
+             if days else "")
     max_rows = MAX_ROWS if max_rows is None else max_rows
     rng = np.random.default_rng(seed)
     kept: list[dict] = []
