@@ -70,6 +70,7 @@ FILES = {
     "benchmarks/loadgen.py": ALWAYS,
     "benchmarks/post.lua": ALWAYS,
     "benchmarks/servers.py": ALWAYS,
+    "benchmarks/monitoring.py": ALWAYS,
     "benchmarks/serving.py": ALWAYS,
     "benchmarks/training.py": ALWAYS,
     # Images

@@ -88,7 +88,8 @@ def test_training_reads_the_configured_csv(tmp_path, small_dataset, quick_traini
     result = model.train(settings, test_mode=True)
     assert result.metadata["data"]["source"] == str(path)
     assert result.version == "2.0"
-    assert model.load_training_data(settings, test_mode=True).equals(small_dataset)
+    assert model.load_training_data(settings, test_mode=True).equals(
+        model.training_split(small_dataset))
 
 
 def test_training_defaults_to_the_embedded_data_set(settings, monkeypatch, quick_training):

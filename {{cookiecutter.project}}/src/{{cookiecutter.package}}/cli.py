@@ -2,7 +2,9 @@
 
 Settings come from ``MODEL_*`` environment variables; options override them for one run.
 A user error (bad input, bad setting) prints one line on stderr and exits with status 2;
-a missing or refused model exits with status 1.
+a missing or refused model exits with status 1. ``monitor`` exits 0 when the drift check
+passed, 1 when it found drift, 3 when there is nothing to monitor and 4 when the window
+holds too few rows for a verdict (see ``monitoring``).
 """
 
 from __future__ import annotations
@@ -174,14 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     monitor = commands.add_parser(
         "monitor", help="check logged predictions for drift against the training data",
-        description="Compare the logged production inputs with the model's training data; "
-                    "exit non-zero when a check fails.",
+        description="Test whether the logged production inputs still come from the model's "
+                    "training distribution. Exit status: 0 no drift, 1 drift at the "
+                    "false-alarm level, 3 nothing to monitor, 4 not enough data.",
     )
     monitor.add_argument("--test-mode", action="store_true",
                          help="check the test model against the test logs")
     monitor.add_argument("--days", type=float, default=30,
                          help="check the predictions of the last DAYS days (default 30; "
                               "0 means all)")
+    monitor.add_argument("--alpha", dest="monitor_alpha", type=float, metavar="LEVEL",
+                         help="false-alarm level of the verdict over all checks "
+                              "(default: MODEL_MONITOR_ALPHA, 0.01)")
+    monitor.add_argument("--min-rows", dest="monitor_min_rows", type=int, metavar="N",
+                         help="fewer rows in the window give 'not enough data', exit status 4 "
+                              "(default: MODEL_MONITOR_MIN_ROWS, 20)")
     monitor.add_argument("--report-dir", type=Path, metavar="DIR",
                          help="where the JSON report and the PNG plot (with matplotlib) go "
                               "(default: MODEL_LOG_DIR/monitoring)")

@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     log_inputs: bool = Field(
         True, description="Write the feature values of each prediction to the predict log."
     )
+    # Drift monitoring (see monitoring.py).
+    monitor_alpha: float = Field(
+        0.01, gt=0, lt=0.5,
+        description="False-alarm level of the drift check: the probability that traffic "
+                    "from the training distribution fails it.",
+    )
+    monitor_min_rows: int = Field(
+        20, ge=2,
+        description="Fewer logged rows than this in the window give 'not enough data'.",
+    )
 
     @field_validator("admin_token")
     @classmethod

@@ -15,7 +15,7 @@ import fcntl
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +24,8 @@ import orjson
 
 KINDS = ("train", "predict")
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
+# Every record this module writes starts with its timestamp (see log_prediction_requests).
+_TIMESTAMP_PREFIX = b'{"timestamp":"'
 # One lock per process is enough: flock already serialises processes, the lock spares threads
 # of one process from contending on the same file lock.
 _append_lock = threading.Lock()
@@ -57,11 +59,13 @@ def log_path(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
     return Path(log_dir) / _file_name(kind, test_mode, month)
 
 
-def log_files(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False) -> list[Path]:
-    """All monthly files of one log, oldest first."""
+def log_files(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
+              since: str = "") -> list[Path]:
+    """All monthly files of one log, oldest first; from the month of ``since`` on if given."""
     _file_name(kind, test_mode, "0000-00")  # validates kind
     pattern = f"{kind}{'-test' if test_mode else ''}-[0-9][0-9][0-9][0-9]-[0-9][0-9].jsonl"
-    return sorted(Path(log_dir).glob(pattern))
+    # The month is the name's tail (YYYY-MM.jsonl).
+    return sorted(path for path in Path(log_dir).glob(pattern) if path.stem[-7:] >= since[:7])
 
 
 def append_records(path: str | os.PathLike, records: Iterable[Mapping]) -> int:
@@ -105,20 +109,34 @@ def read_log(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
         paths = [log_path(log_dir, kind, test_mode=test_mode, month=month)]
     records = []
     for path in paths:
-        if not path.exists():
-            continue
-        with open(path, "rb") as stream:
-            for number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    record = None
-                if not isinstance(record, dict):
-                    raise LogFormatError(f"{path}, line {number}: not a JSON object")
-                records.append(record)
+        if path.exists():
+            records.extend(iter_records(path))
     return records
+
+
+def iter_records(path: str | os.PathLike, *, since: str = "") -> Iterator[dict]:
+    """The records of one log file, streamed in file order.
+
+    Lines that start with their timestamp (as this module writes them) and are older than
+    ``since`` (an ISO-8601 UTC timestamp) are skipped without being parsed. A corrupt line
+    raises ``LogFormatError`` naming the file and the line.
+    """
+    cutoff = since.encode()
+    start = len(_TIMESTAMP_PREFIX)
+    with open(path, "rb") as stream:
+        for number, line in enumerate(stream, start=1):
+            if cutoff and line.startswith(_TIMESTAMP_PREFIX) and (
+                    line[start:start + len(cutoff)] < cutoff):
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                raise LogFormatError(f"{path}, line {number}: not a JSON object")
+            yield record
 
 
 def log_training(log_dir: str | os.PathLike, *, test_mode: bool, model_version: str,

@@ -278,9 +278,9 @@ def fit_and_evaluate(frame: pd.DataFrame, seed: int = SEED,
     with a CPU fit (``check_parity``, recorded in ``compute.parity``).
     """
     X, y = frame[dataset.FEATURES], frame[dataset.TARGET]
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=TEST_SIZE, stratify=y, random_state=seed
-    )
+    train_rows, test_rows = _held_out_split(frame, seed)
+    X_train, X_test = X.loc[train_rows], X.loc[test_rows]
+    y_train, y_test = y.loc[train_rows], y.loc[test_rows]
     candidates = {name: build_pipeline(clf) for name, clf in candidate_models(seed).items()}
     candidates["baseline"] = build_pipeline(baseline_model())
     cv_scores = _cross_validate(candidates, X_train, y_train, seed, compute)
@@ -304,6 +304,20 @@ def fit_and_evaluate(frame: pd.DataFrame, seed: int = SEED,
         "n_test": len(X_test),
     }
     return pipeline, metrics
+
+
+def _held_out_split(frame: pd.DataFrame, seed: int) -> tuple[pd.Index, pd.Index]:
+    """The one rule for the held-out split: index labels of the training and the test rows."""
+    train_rows, test_rows = train_test_split(frame.index, test_size=TEST_SIZE,
+                                             stratify=frame[dataset.TARGET], random_state=seed)
+    return train_rows, test_rows
+
+
+def training_split(frame: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
+    """The rows ``fit_and_evaluate`` fits on, in their original order: the held-out split
+    left out. Drift monitoring compares against them."""
+    train_rows, _ = _held_out_split(frame, seed)
+    return frame.loc[frame.index.isin(train_rows)].reset_index(drop=True)
 
 
 def train(settings: Settings, data: pd.DataFrame | None = None, *,
@@ -334,7 +348,7 @@ def train(settings: Settings, data: pd.DataFrame | None = None, *,
         name, settings.version,
         estimator=pipeline,
         scorer_spec=verified_scorer_spec(pipeline),
-        training_data=frame,
+        training_data=training_split(frame, seed),
         metadata={
             "note": settings.version_note,
             "trained_at": logs.utc_now(),

@@ -1,0 +1,145 @@
+"""Calibration of the drift monitor: false alarms on unchanged traffic, detection of shifts.
+
+Trains the model on the embedded data set (as ``make train`` does, in a temporary registry),
+then runs the monitor's test (``monitoring.compare``, with the served model's predictions as
+``predict`` logs them) on windows of fresh rows:
+
+- false alarms: rows from ``data.make_default_dataset`` under new seeds, the distribution the
+  model was trained on, at 20 to 2,000 rows; the share of runs that FAIL should be at most
+  the stated level (``--alpha``, 1 %), within its 95 % interval;
+- detection: the same rows with one thing changed (age + 5 years, streams x 1.5, the country
+  mix, the plan mix), at 50, 200 and 1,000 rows; the share of runs that FAIL is the power.
+
+Each cell is ``--runs`` independent windows, each with its own relabelling seed; the
+interval is Wilson's score interval at 95 %. Usage: ``make bench-monitor`` or
+``python benchmarks/monitoring.py --runs 300``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from {{ cookiecutter.package }} import data, model, monitoring, scoring
+from {{ cookiecutter.package }}.config import Settings
+
+FALSE_ALARM_SIZES = (20, 50, 200, 1000, 2000)
+DETECTION_SIZES = (50, 200, 1000)
+# The generator's shares (data.make_default_dataset), which a changed mix departs from.
+COUNTRY_SHARES = {"united_states": 0.6, "singapore": 0.4}
+PLAN_SHARES = {"aavail_basic": 0.5, "aavail_premium": 0.3, "aavail_unlimited": 0.2}
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion (95 % by default)."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def fresh(m: int, seed: int):
+    """``m`` new rows from the training distribution."""
+    return data.make_default_dataset(n_rows=m, seed=seed)[data.FEATURES]
+
+
+def remixed(m: int, seed: int, column: str, old: dict, new: dict):
+    """``m`` rows whose ``column`` has the shares ``new``, every other relation unchanged.
+
+    Rows of a larger fresh sample are drawn with weights new/old share of their category,
+    so that (for example) the streams of each plan keep their distribution.
+    """
+    pool = fresh(6 * m, seed)
+    weights = pool[column].map({c: new[c] / old[c] for c in old}).to_numpy()
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(pool), size=m, replace=False, p=weights / weights.sum())
+    return pool.iloc[np.sort(rows)].reset_index(drop=True)
+
+
+SHIFTS = {
+    "age + 5 years": lambda m, seed: fresh(m, seed).assign(
+        age=lambda f: (f["age"] + 5).clip(18, 100)),
+    "num_streams x 1.5": lambda m, seed: fresh(m, seed).assign(
+        num_streams=lambda f: (f["num_streams"] * 1.5).round().astype("int64").clip(0, 1000)),
+    "country mix (US 60 % -> 45 %)": lambda m, seed: remixed(
+        m, seed, "country", COUNTRY_SHARES, {"united_states": 0.45, "singapore": 0.55}),
+    "plan mix (50/30/20 -> 35/35/30)": lambda m, seed: remixed(
+        m, seed, "subscriber_type", PLAN_SHARES,
+        {"aavail_basic": 0.35, "aavail_premium": 0.35, "aavail_unlimited": 0.30}),
+}
+
+
+def failure_rate(baseline, loaded, make_window, m: int, runs: int, first_seed: int,
+                 alpha: float) -> tuple[int, list[float]]:
+    """How many of ``runs`` windows of ``m`` rows FAIL, and the seconds each check took."""
+    failed, seconds = 0, []
+    for run in range(runs):
+        seed = first_seed + run
+        window = make_window(m, seed)
+        predictions = scoring.classify(loaded.positive_probability(window).tolist())
+        started = time.perf_counter()
+        report = monitoring.compare(baseline, window, predictions, alpha=alpha, seed=seed)
+        seconds.append(time.perf_counter() - started)
+        failed += not report.passed
+    return failed, seconds
+
+
+def cell(failed: int, runs: int) -> str:
+    """``1.0 % (0.3-3.6)``: the rate and its 95 % interval."""
+    low, high = wilson(failed, runs)
+    return f"{100 * failed / runs:.1f} % ({100 * low:.1f}-{100 * high:.1f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, run every cell, print the Markdown tables; non-zero when a goal is missed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200, help="windows per cell (default 200)")
+    parser.add_argument("--alpha", type=float, default=Settings().monitor_alpha,
+                        help="false-alarm level (default: MODEL_MONITOR_ALPHA, 0.01)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory() as root:
+        settings = Settings(registry_dir=Path(root) / "models", log_dir=Path(root) / "logs")
+        model.train(settings)
+        loaded = scoring.load_served_model(settings)
+        baseline = monitoring.load_baseline(settings, loaded)
+    print(f"Model trained on the embedded data set ({baseline.training_rows} training rows, "
+          f"{baseline.reference_rows} compared); "
+          f"{monitoring.relabellings_for(args.alpha, 3 + len(data.FEATURES))} relabellings; "
+          f"level {args.alpha:g}; {args.runs} windows per cell; 95 % Wilson intervals.\n")
+    goals_met = True
+
+    print("| rows in the window | runs that FAILED (false alarms) | median s per check |")
+    print("|---|---|---|")
+    for i, m in enumerate(FALSE_ALARM_SIZES):
+        failed, seconds = failure_rate(baseline, loaded, fresh, m, args.runs,
+                                       1_000_000 * (i + 1), args.alpha)
+        goals_met &= wilson(failed, args.runs)[0] <= args.alpha
+        print(f"| {m:,} | {cell(failed, args.runs)} | {statistics.median(seconds):.2f} |",
+              flush=True)
+
+    print("\n| shift | " + " | ".join(f"{m:,} rows" for m in DETECTION_SIZES) + " |")
+    print("|---" * (len(DETECTION_SIZES) + 1) + "|")
+    for j, (name, make_window) in enumerate(SHIFTS.items()):
+        cells = []
+        for i, m in enumerate(DETECTION_SIZES):
+            failed, _ = failure_rate(baseline, loaded, make_window, m, args.runs,
+                                     10_000_000 * (j + 1) + 100_000 * i, args.alpha)
+            goals_met &= m < 200 or failed / args.runs >= 0.9
+            cells.append(cell(failed, args.runs))
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print("\nGoals (false alarms at most the level within the interval; detection >= 90 % "
+          f"from 200 rows): {'met' if goals_met else 'MISSED'}")
+    return 0 if goals_met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
