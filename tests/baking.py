@@ -23,23 +23,32 @@ def choice_variables():
     }
 
 
-def option_combinations():
-    """Return every combination of the choice variables, as answer dicts."""
-    choices = choice_variables()
+SINGLE_FILE_VARIABLES = ("python_version",)
+"""Choice variables that are only written out, never decide which files exist or what they
+do: ``python_version`` goes into ``.python-version`` and one line of the README. test_bake.py
+bakes each of their choices on its own and proves that nothing else changes, so the
+combination matrix leaves them at their defaults instead of multiplying by their choices."""
+
+
+def option_combinations(leave_out=SINGLE_FILE_VARIABLES):
+    """Return every combination of the choice variables but ``leave_out``, as answer dicts.
+
+    The variables left out are not in the dicts: cookiecutter gives them their defaults.
+    """
+    choices = {name: values for name, values in choice_variables().items()
+               if name not in leave_out}
     return [
         dict(zip(choices, values))
         for values in itertools.product(*choices.values())
     ]
 
 
+ID_PREFIXES = {"python_version": "py", "gpu_image": "gpu_"}
+
+
 def combination_id(answers):
-    """Return a short test id for a combination, e.g. ``py3.14-gpu_yes-kubernetes-MIT``."""
-    return "-".join([
-        f"py{answers['python_version']}",
-        f"gpu_{answers['gpu_image']}",
-        answers["deploy_target"],
-        answers["license"],
-    ])
+    """Return a short test id for a combination, e.g. ``gpu_yes-kubernetes-MIT``."""
+    return "-".join(ID_PREFIXES.get(name, "") + value for name, value in answers.items())
 
 
 def bake(output_dir, answers=None, config_file=None):

@@ -16,6 +16,7 @@ FILES = {
     ".cookiecutter.json": ALWAYS,
     ".flake8": ALWAYS,
     ".gitignore": ALWAYS,
+    ".pre-commit-config.yaml": ALWAYS,
     ".python-version": ALWAYS,
     "LICENSE": ALWAYS,
     "Makefile": ALWAYS,

@@ -1,4 +1,9 @@
-"""Every combination of the options bakes into a complete, well-formed project."""
+"""Every combination of the options bakes into a complete, well-formed project.
+
+The matrix is every combination of the choice variables that shape the project (16 today);
+``python_version`` only writes its answer out, so each of its choices is baked once, against
+the default project, and must change nothing but that answer.
+"""
 
 import json
 import re
@@ -49,8 +54,10 @@ def project_files(project_dir):
     )
 
 
-def test_the_options_give_64_combinations():
-    assert len(COMBINATIONS) == 4 * 2 * 2 * 4
+def test_the_matrix_multiplies_every_choice_but_python_version():
+    assert len(COMBINATIONS) == 2 * 2 * 4
+    assert {name for answers in COMBINATIONS for name in answers} == {
+        "gpu_image", "deploy_target", "license"}
 
 
 def test_project_folder_is_named_after_the_slug(baked):
@@ -138,11 +145,6 @@ def test_makefile_help_lists_image_gpu_only_with_a_gpu_image(bake):
         assert ("\nimage-gpu:" in makefile) == (gpu_image == "yes")
 
 
-def test_python_version_file_holds_the_chosen_version(baked):
-    answers, project_dir = baked
-    assert (project_dir / ".python-version").read_text().strip() == answers["python_version"]
-
-
 def test_license_file_is_the_chosen_license(baked):
     answers, project_dir = baked
     text = (project_dir / "LICENSE").read_text()
@@ -209,3 +211,64 @@ def test_make_monitor_says_a_non_zero_status_is_a_verdict(bake, tmp_path, status
     assert "RESULT: the verdict" in result.stdout
     assert f"make monitor: exit status {status} is the monitor's verdict" in result.stderr
     assert "not a crash" in result.stderr
+
+
+# --- python_version, one choice at a time ---------------------------------------------------
+
+PYTHON_VERSIONS = baking.choice_variables()["python_version"]
+DEFAULT_PYTHON = PYTHON_VERSIONS[0]
+PROJECT_TEMPLATE = baking.TEMPLATE_DIR / "{{cookiecutter.project}}"
+# A use of the answer in the template: ``cookiecutter.python_version`` or ``cookiecutter[...]``.
+PYTHON_VERSION_USE = re.compile(r"cookiecutter\s*(\.\s*|\[\s*[\'\"])python_version")
+
+
+@pytest.fixture(scope="module")
+def default_project(tmp_path_factory, cookiecutter_config):
+    """The project baked with every default answer."""
+    output_dir = tmp_path_factory.mktemp("default")
+    return baking.bake(output_dir, config_file=cookiecutter_config)
+
+
+def changed_lines(before, after):
+    """Return the (before, after) pairs of lines that differ between two texts of equal length."""
+    before_lines, after_lines = before.splitlines(), after.splitlines()
+    assert len(before_lines) == len(after_lines), "lines were added or removed"
+    return [(old, new) for old, new in zip(before_lines, after_lines) if old != new]
+
+
+def test_python_version_is_used_only_in_files_the_version_bakes_compare():
+    # What keeps python_version out of the matrix: a file that starts reading it (a
+    # condition, a Dockerfile tag) could differ with it in any combination; bake it in
+    # COMBINATIONS then, by taking it out of baking.SINGLE_FILE_VARIABLES.
+    users = sorted(
+        path.relative_to(PROJECT_TEMPLATE).as_posix()
+        for path in PROJECT_TEMPLATE.rglob("*")
+        if path.is_file() and PYTHON_VERSION_USE.search(path.read_text(encoding="utf-8"))
+    )
+    assert users == [".python-version", "README.md"]
+
+
+@pytest.mark.parametrize("version", PYTHON_VERSIONS)
+def test_python_version_changes_only_the_version_it_writes(
+    version, default_project, tmp_path, cookiecutter_config
+):
+    project_dir = baking.bake(tmp_path, {"python_version": version},
+                              config_file=cookiecutter_config)
+    assert (project_dir / ".python-version").read_text(encoding="utf-8") == f"{version}\n"
+    recorded = json.loads((project_dir / ".cookiecutter.json").read_text())["cookiecutter"]
+    default = json.loads((default_project / ".cookiecutter.json").read_text())["cookiecutter"]
+    assert recorded == {**default, "python_version": version}
+
+    assert project_files(project_dir) == project_files(default_project)
+    different = [
+        name for name in project_files(project_dir)
+        if (project_dir / name).read_bytes() != (default_project / name).read_bytes()
+    ]
+    written = {".python-version", ".cookiecutter.json", "README.md"}
+    assert sorted(set(different) - written) == []
+    readme = changed_lines(*(
+        (folder / "README.md").read_text(encoding="utf-8")
+        for folder in (default_project, project_dir)
+    ))
+    assert [new for _, new in readme] == [old.replace(DEFAULT_PYTHON, version) for old, _ in readme]
+    assert bool(readme) == (version != DEFAULT_PYTHON)

@@ -3,8 +3,9 @@
 The files these gates read, ``.github/`` and ``deploy/``, vary only with ``gpu_image`` and
 ``deploy_target``: workflows carry no Jinja and the manifests name only the project. So the
 gates run on one bake per pair of those answers, and a test proves that every other answer
-leaves the files byte for byte the same; together they cover every option combination. The
-template's own ``.github/`` goes through the same gates.
+leaves the files byte for byte the same (``python_version`` excepted: test_bake.py proves it
+changes nothing but ``.python-version`` and a README line); together they cover every option
+combination. The template's own ``.github/`` goes through the same gates.
 
 The tools come from requirements-dev.txt; a missing one fails the test. actionlint is the
 exception: its PyPI wrapper downloads a binary at install time, so the template's GitHub CI puts
@@ -63,11 +64,15 @@ def gate_combinations():
 
 
 def other_answers():
-    """Return (variable, value) for each non-default choice of the other variables."""
+    """Return (variable, value) for each non-default choice of the other variables.
+
+    The single-file variables are left out: test_bake.py proves that their answers change
+    only files outside ``.github`` and ``deploy``, whatever the other answers.
+    """
     return [
         (name, value)
         for name, values in baking.choice_variables().items()
-        if name not in GATE_VARIABLES
+        if name not in GATE_VARIABLES and name not in baking.SINGLE_FILE_VARIABLES
         for value in values[1:]
     ]
 
