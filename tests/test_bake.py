@@ -119,7 +119,10 @@ def test_recorded_answers_leave_out_machine_specific_keys(baked):
 # Words that only a project with the part can use in its README and Makefile, per answer
 # that leaves the part out (lowercase; the documents are compared in lowercase).
 ABSENT_PART_WORDS = {
-    ("gpu_image", "no"): ["gpu", "cuda"],
+    # Every project can fit on a GPU where CuPy is installed (device.py, `make bench-train`);
+    # only the GPU image, its lock and its Job belong to the option.
+    ("gpu_image", "no"): ["image-gpu", "gpu image", "gpu.dockerfile", "requirements/gpu", "cuda",
+                          "train-gpu-job"],
     ("deploy_target", "none"): [
         "kubernetes", "kubectl", "kustomize", "deploy/", "deploy.yml", "kube_config", "staging",
     ],
