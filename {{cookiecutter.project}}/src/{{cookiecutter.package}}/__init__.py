@@ -3,6 +3,6 @@
 from importlib.metadata import PackageNotFoundError, version
 
 try:
-    __version__ = version("churn-model")
+    __version__ = version("{{ cookiecutter.project }}")
 except PackageNotFoundError:  # pragma: no cover - a source tree that was not installed
     __version__ = "0.0.0"
