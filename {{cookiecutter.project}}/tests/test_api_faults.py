@@ -5,8 +5,10 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import threading
 import time
+import types
 
 import httpx
 import pytest
@@ -87,6 +89,21 @@ def test_training_runs_off_the_event_loop(served_settings, quick_training, block
     answers, trained = asyncio.run(health_while_training())
     assert [answer.status_code for answer in answers] == [200] * 3
     assert trained.status_code == 200
+
+
+def test_predictions_are_answered_while_a_training_run_imports_pandas(
+        served_settings, monkeypatch):
+    # What the event loop sees while the training thread is half-way through `import pandas`.
+    monkeypatch.setitem(sys.modules, "pandas", types.ModuleType("pandas"))
+    with TestClient(app_for(served_settings)) as client:
+        assert client.post("/predict", json={"records": [RECORD] * 2}).status_code == 200
+
+
+def test_a_null_train_body_trains_with_the_defaults(served_settings, quick_training):
+    with TestClient(app_for(served_settings, admin_token=TOKEN)) as client:
+        answer = client.post("/train", content=b"null", headers=AUTH)
+    assert answer.status_code == 200
+    assert answer.json()["test_mode"] is False
 
 
 def test_train_checks_the_token_before_it_reads_the_body(served_settings):

@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Metrics label values come from this set, so clients cannot grow the number of series.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# How long uvicorn's supervisor waits for a worker's answer before it kills it (see run).
+WORKER_HEALTHCHECK_SECONDS = 60
 TITLE = {{ cookiecutter.project_name | tojson }} + " API"
 DESCRIPTION = {{ cookiecutter.description | tojson }}  # noqa: E501 - the project's description
 
@@ -307,7 +309,7 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> AP
     """
     bearer = HTTPBearer(auto_error=False, description="MODEL_ADMIN_TOKEN")
     expected = settings.admin_token.get_secret_value().encode("utf-8")
-    train_options = TypeAdapter(TrainRequest)
+    train_options = TypeAdapter(TrainRequest | None)  # the documented body: null means none
 
     def require_admin(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -344,10 +346,11 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> AP
         require_admin(await bearer(request))
         body = await request.body()
         try:
-            options = train_options.validate_json(body) if body.strip() else TrainRequest()
+            given = train_options.validate_json(body) if body.strip() else None
         except ValidationError as error:
             items = error_items(error)
             return error_response(422, error_summary(items), request_id_of(request), items)
+        options = given or TrainRequest()
         try:
             result = await run_in_threadpool(_train_and_serve, settings, state,
                                              options.test_mode)
@@ -445,6 +448,12 @@ def run(settings: Settings) -> int:
     config = dict(host=settings.host, port=settings.port, workers=settings.workers,
                   access_log=False, log_level="info", proxy_headers=False,
                   timeout_graceful_shutdown=10)
+    if settings.workers > 1:
+        # uvicorn's supervisor pings each worker and kills one that does not answer in time
+        # ("Child process [...] died"); its default of 5 s is shorter than a worker's start-up
+        # (a spawned interpreter importing the app) on a busy machine, which then kills and
+        # restarts workers in a loop. uvicorn >= 0.37 makes the timeout a setting.
+        config["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
     if settings.workers > 1:
         # Workers are separate processes: each builds its app from the same settings.
         uvicorn.run(f"{__package__}.service:app_from_environment", factory=True, **config)
