@@ -99,9 +99,6 @@ class PredictEndpoint:
         self.strict, self.documented = adapters
         self.batcher = PredictionBatcher(state)
         self.max_rows = state.settings.max_batch_rows
-        # The shortest batch element is two bytes ("0,"): a body under this cannot hold more
-        # rows than the limit, so only a larger one is counted before it is validated.
-        self.count_rows_above = 2 * self.max_rows
 
     async def __call__(self, scope, receive, send):
         scope["route"] = self
@@ -140,7 +137,10 @@ class PredictEndpoint:
             return error_response(
                 422, 'the request body is empty: send one record or {"records": [...]}',
                 request_id, [{"field": "body", "message": "empty body"}])
-        if len(body) > self.count_rows_above:
+        # An array of n elements holds n - 1 commas: a body with fewer commas than the limit
+        # (counting them costs microseconds) cannot hold too many rows. Only larger bodies are
+        # parsed once to count their rows before any is validated.
+        if body.count(b",") >= self.max_rows:
             too_many = self.too_many_rows(body, request_id)
             if too_many is not None:
                 return too_many
