@@ -174,15 +174,19 @@ def test_every_worker_serves_the_model_trained_elsewhere(served_settings, small_
 
 def test_a_broken_new_model_leaves_the_served_one_and_is_not_reloaded_in_a_loop(
         served_settings, small_dataset, quick_training, monkeypatch):
+    store = registry.Registry(served_settings.registry_dir)
+    good = store.resolve("model", served_settings.version)
+    broken = model.train(served_settings, small_dataset).path
+    (broken / registry.SCORER_FILE).write_text("{}")
+    store._swap_link("model", served_settings.version, good)
     with TestClient(app_for(served_settings, reload_seconds=0.05)) as client:
         state = client.app.state.model
         served = client.get("/model").json()["trained_at"]
-        trained = model.train(served_settings, small_dataset)
-        (trained.path / registry.SCORER_FILE).write_text("{}")  # corrupt after the fact
         loads = []
         real_load = state.load
         monkeypatch.setattr(state, "load", lambda: loads.append(1) or real_load())
-        time.sleep(0.6)
+        store._swap_link("model", served_settings.version, broken)  # as a training run would
+        time.sleep(1.0)
         assert client.get("/model").json()["trained_at"] == served
         assert len(loads) == 1
         assert client.get("/ready").status_code == 200
