@@ -9,6 +9,7 @@ by all of them within ``MODEL_RELOAD_SECONDS``.
 import asyncio
 import logging
 import os
+from pathlib import Path
 
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
@@ -74,8 +75,10 @@ class ModelState:
         if isinstance(error, ModelNotFoundError):
             return f"model version {version} is not in the registry: train it first"
         if isinstance(error, IntegrityError):
-            return (f"model version {version} failed its integrity check; "
-                    "the server's log says which file")
+            # Its message starts with the file's path: the file's name alone is said here.
+            file_name = Path(str(error).split(": ", 1)[0]).name
+            return (f"model version {version} failed its integrity check ({file_name}); "
+                    "the server's log says why")
         return f"model version {version} cannot be loaded; the server's log says why"
 
     async def follow_registry(self) -> None:
