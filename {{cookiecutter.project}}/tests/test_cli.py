@@ -137,6 +137,7 @@ def test_predict_without_a_stored_spec_scores_with_the_pipeline(capsys, monkeypa
     metadata = json.loads((folder / registry.METADATA_FILE).read_text())
     del metadata["scorer_sha256"]
     (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+    registry.write_checksums(folder)
     (folder / registry.SCORER_FILE).unlink()
     status, out, _ = run(capsys, "predict", "--test-mode", stdin=json.dumps(EXAMPLE),
                          monkeypatch=monkeypatch)

@@ -11,6 +11,7 @@ def test_defaults_match_the_documentation(settings):
     assert settings.data_path is None and settings.admin_token is None
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.log_inputs is True
+    assert settings.reload_seconds == 2.0
 
 
 def test_values_come_from_model_variables(monkeypatch):
@@ -31,7 +32,7 @@ def test_a_blank_admin_token_keeps_the_admin_endpoints_off(monkeypatch):
 @pytest.mark.parametrize(
     ("name", "value"),
     [("version", "latest"), ("version", "1"), ("version_note", ""), ("port", 0),
-     ("workers", 0), ("max_batch_rows", 0), ("max_body_bytes", 10)],
+     ("workers", 0), ("max_batch_rows", 0), ("max_body_bytes", 10), ("reload_seconds", 0)],
 )
 def test_invalid_values_are_refused(name, value):
     with pytest.raises(ValidationError, match=name):

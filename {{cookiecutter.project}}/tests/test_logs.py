@@ -74,6 +74,44 @@ def test_training_record_holds_the_minimal_fields(tmp_path):
     assert datetime.fromisoformat(record["timestamp"]).tzinfo is not None
 
 
+def test_a_training_record_goes_to_the_month_of_its_own_timestamp(tmp_path, monkeypatch):
+    # A run that ends at midnight at the end of a month: each clock read sees a later time.
+    readings = iter([datetime(2026, 1, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+                     datetime(2026, 2, 1, 0, 0, 0, 1, tzinfo=timezone.utc)])
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return next(readings)
+
+    monkeypatch.setattr(logs, "datetime", Clock)
+    path = logs.log_training(tmp_path, test_mode=False, model_version="0.1", runtime=1.0,
+                             input_data_summary={}, details={})
+    (record,) = logs.read_log(tmp_path, "train")
+    assert path.name == f"train-{record['timestamp'][:7]}.jsonl" == "train-2026-01.jsonl"
+
+
+def test_an_unwritable_log_raises_a_log_write_error_naming_the_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "predict-2026-01.jsonl"
+    with pytest.raises(logs.LogWriteError) as raised:
+        logs.append_lines(path, [b"{}"])
+    assert raised.value.filename == str(path)
+    with pytest.raises(logs.LogWriteError):
+        logs.check_writable(tmp_path / "file", "predict")
+
+
+def test_only_regular_log_files_are_listed(tmp_path):
+    (tmp_path / "predict-2026-01.jsonl").write_text("{}\n")
+    (tmp_path / "predict-2026-02.jsonl").symlink_to(tmp_path / "predict-2026-01.jsonl")
+    (tmp_path / "train-2026-01.jsonl").mkdir()
+    (tmp_path / "notes.txt").write_text("")
+    assert logs.served_log_files(tmp_path) == [("predict-2026-01.jsonl", 3)]
+    assert logs.served_log_files(tmp_path / "missing") == []
+    assert logs.open_served_log(tmp_path, "predict-2026-02.jsonl") is None
+    assert logs.open_served_log(tmp_path, "../predict-2026-01.jsonl") is None
+
+
 def test_one_record_is_written_per_predicted_row(tmp_path):
     rows = [{"age": 30}, {"age": 40}]
     logs.log_predictions(tmp_path, test_mode=False, model_version="0.1", request_id="r",

@@ -2,7 +2,8 @@
 
 import json
 import os
-import time
+import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from {{ cookiecutter.package }} import data, model, registry
-from {{ cookiecutter.package }}.registry import IntegrityError, ModelNotFoundError, Registry
+from {{ cookiecutter.package }}.registry import (
+    IntegrityError, ModelNotFoundError, Registry, RegistryBusyError,
+)
 
 TRUSTED = model.TRUSTED_TYPES
 
@@ -60,7 +63,7 @@ def test_artifact_lives_in_an_immutable_folder_behind_a_relative_symlink(store, 
     assert link.resolve() == artifact.path.resolve()
     assert artifact.path.parent.name == registry.ARTIFACTS_DIR
     assert sorted(p.name for p in artifact.path.iterdir()) == [
-        registry.METADATA_FILE, registry.MODEL_FILE, registry.DATA_FILE]
+        registry.CHECKSUMS_FILE, registry.METADATA_FILE, registry.MODEL_FILE, registry.DATA_FILE]
 
 
 def test_training_data_is_archived_with_the_artifact(store, fitted, frame):
@@ -89,16 +92,75 @@ def test_prune_never_removes_a_current_folder(store, fitted, frame):
     assert first.path.is_dir()
 
 
-def test_prune_removes_abandoned_temporary_folders(store, fitted, frame):
+def test_a_killed_writes_temporary_folder_is_removed_when_the_registry_opens(
+        store, fitted, frame):
     save(store, fitted, frame)
-    stale = store.artifacts_dir / ".tmp-crashed"
-    stale.mkdir()
-    old = time.time() - registry.STALE_TEMP_SECONDS - 10
-    os.utime(stale, (old, old))
-    fresh = store.artifacts_dir / ".tmp-running"
-    fresh.mkdir()
-    assert store.prune("model", "0.1") == [stale]
-    assert fresh.is_dir()
+    killed = store.artifacts_dir / ".tmp-killed"
+    killed.mkdir()
+    (killed / registry.MODEL_FILE).write_bytes(b"partial")
+    assert store.remove_abandoned() == [killed]
+    assert not killed.exists()
+    assert store.metadata("model", "0.1")["note"] == "first"
+
+
+def test_a_write_in_progress_keeps_its_temporary_folder(store, fitted, frame):
+    save(store, fitted, frame)
+    writing = store.artifacts_dir / ".tmp-writing"
+    writing.mkdir()
+    with store._write_lock(wait=False):  # as another process's save() holds it
+        assert Registry(store.root).remove_abandoned() == []
+    assert writing.is_dir()
+
+
+def test_the_next_save_removes_a_killed_writes_temporary_folder(store, fitted, frame):
+    save(store, fitted, frame)
+    killed = store.artifacts_dir / ".tmp-killed"
+    killed.mkdir()
+    save(store, fitted, frame)
+    assert not killed.exists()
+
+
+def test_an_empty_registry_has_nothing_abandoned(store):
+    assert store.remove_abandoned() == []
+
+
+def test_only_one_training_run_holds_the_registry_across_processes(store):
+    script = ("import sys, time; from {{ cookiecutter.package }}.registry import Registry; "
+              "lock = Registry(sys.argv[1]).training_lock(); lock.__enter__(); "
+              "print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([os.sys.executable, "-c", script, str(store.root)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RegistryBusyError, match="already going on"):
+            with store.training_lock():
+                pass  # pragma: no cover - the lock is held by the other process
+    finally:
+        holder.kill()
+        holder.wait()
+    with store.training_lock():  # the lock died with its holder (SIGKILL)
+        pass
+
+
+def test_two_threads_cannot_train_at_once(store):
+    entered, release, outcomes = threading.Event(), threading.Event(), []
+
+    def first():
+        with store.training_lock():
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    entered.wait(10)
+    try:
+        with Registry(store.root).training_lock():
+            outcomes.append("trained")  # pragma: no cover - refused
+    except RegistryBusyError:
+        outcomes.append("refused")
+    release.set()
+    thread.join()
+    assert outcomes == ["refused"]
 
 
 def test_prune_of_an_empty_registry_does_nothing(store):
@@ -158,6 +220,7 @@ def test_unreadable_model_file_is_refused(store, fitted, frame):
 def test_corrupt_metadata_is_refused(store, fitted, frame):
     artifact = save(store, fitted, frame)
     (artifact.path / registry.METADATA_FILE).write_text("{not json")
+    registry.write_checksums(artifact.path)  # even with a matching checksum
     with pytest.raises(IntegrityError, match="unreadable metadata"):
         store.load("model", "0.1", trusted_types=TRUSTED)
 
@@ -166,8 +229,44 @@ def test_metadata_of_another_version_is_refused(store, fitted, frame):
     artifact = save(store, fitted, frame)
     path = artifact.path / registry.METADATA_FILE
     path.write_text(json.dumps({**json.loads(path.read_text()), "version": "9.9"}))
+    registry.write_checksums(artifact.path)
     with pytest.raises(IntegrityError, match="does not describe model 0.1"):
         store.metadata("model", "0.1")
+
+
+def test_edited_metadata_is_refused(store, fitted, frame):
+    artifact = save(store, fitted, frame)
+    path = artifact.path / registry.METADATA_FILE
+    path.write_text(path.read_text().replace('"note": "first"', '"note": "better"'))
+    with pytest.raises(IntegrityError, match=r"metadata.json: checksum mismatch \(SHA256SUMS"):
+        store.metadata("model", "0.1")
+    with pytest.raises(IntegrityError, match="metadata.json: checksum mismatch"):
+        store.scorer_spec("model", "0.1")
+
+
+def test_every_file_of_an_artifact_is_in_its_checksums_file(store, fitted, frame):
+    artifact = save(store, fitted, frame)
+    lines = (artifact.path / registry.CHECKSUMS_FILE).read_text().splitlines()
+    listed = dict(reversed(line.split("  ")) for line in lines)
+    files = {p.name for p in artifact.path.iterdir()} - {registry.CHECKSUMS_FILE}
+    assert set(listed) == files
+    assert all(listed[name] == registry.sha256_bytes((artifact.path / name).read_bytes())
+               for name in files)
+
+
+def test_a_malformed_checksums_file_is_refused(store, fitted, frame):
+    artifact = save(store, fitted, frame)
+    (artifact.path / registry.CHECKSUMS_FILE).write_text("not a checksum line\n")
+    with pytest.raises(IntegrityError, match="not in sha256sum's format"):
+        store.metadata("model", "0.1")
+
+
+def test_an_artifact_stored_before_checksums_files_loads_with_a_warning(
+        store, fitted, frame, caplog):
+    artifact = save(store, fitted, frame)
+    (artifact.path / registry.CHECKSUMS_FILE).unlink()
+    assert store.metadata("model", "0.1")["note"] == "first"
+    assert "its metadata is not verified" in caplog.text
 
 
 def test_types_outside_the_allowlist_are_refused(store, frame):

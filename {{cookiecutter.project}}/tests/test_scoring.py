@@ -62,6 +62,7 @@ def rewrite_spec_file(settings, payload: bytes, test_mode=False):
     metadata = json.loads((folder / registry.METADATA_FILE).read_text())
     metadata["scorer_sha256"] = registry.sha256_bytes(payload)
     (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+    registry.write_checksums(folder)
 
 
 def test_the_service_serves_the_default_model_without_the_scientific_stack(
@@ -147,6 +148,7 @@ def test_a_registry_without_specs_is_served_from_the_pipeline(served_settings):
     metadata = json.loads((folder / registry.METADATA_FILE).read_text())
     del metadata["scorer_sha256"]
     (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+    registry.write_checksums(folder)
     (folder / registry.SCORER_FILE).unlink()
     served = scoring.load_served_model(served_settings)
     assert served.pipeline is not None
@@ -174,6 +176,7 @@ def test_a_spec_that_is_not_json_is_refused(served_settings):
     metadata = json.loads((folder / registry.METADATA_FILE).read_text())
     metadata["scorer_sha256"] = registry.sha256_bytes(b"{not json")
     (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
+    registry.write_checksums(folder)
     with pytest.raises(IntegrityError, match=rf"{registry.SCORER_FILE}: not JSON"):
         scoring.load_served_model(served_settings)
 

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         5 * 1024 * 1024, ge=1024, description="Largest request body the service accepts."
     )
+    reload_seconds: float = Field(
+        2.0, gt=0, le=3600,
+        description="How often each service worker checks the registry for a newly trained model.",
+    )
     log_inputs: bool = Field(
         True, description="Write the feature values of each prediction to the predict log."
     )

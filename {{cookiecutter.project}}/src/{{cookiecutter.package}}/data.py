@@ -140,8 +140,9 @@ def is_frame(value) -> bool:
     A DataFrame exists only once pandas was imported, so a process that never imported it
     (the service) answers no at no cost.
     """
-    pandas = sys.modules.get("pandas")
-    return pandas is not None and isinstance(value, pandas.DataFrame)
+    # getattr: while another thread imports pandas, the module exists without DataFrame yet.
+    frame_type = getattr(sys.modules.get("pandas"), "DataFrame", None)
+    return frame_type is not None and isinstance(value, frame_type)
 
 
 def make_default_dataset(n_rows: int = 1000, seed: int = 20240) -> pd.DataFrame:
@@ -193,8 +194,10 @@ def _is_missing(value) -> bool:
         return True
     if isinstance(value, (float, np.floating)):
         return math.isnan(value)
-    pandas = sys.modules.get("pandas")  # its missing values exist only if it was imported
-    return pandas is not None and (value is pandas.NA or value is pandas.NaT)
+    # Its missing values exist only once pandas was imported (getattr: or is being imported).
+    pandas = sys.modules.get("pandas")
+    markers = (getattr(pandas, "NA", None), getattr(pandas, "NaT", None))
+    return any(value is marker for marker in markers if marker is not None)
 
 
 def value_problem(feature: Feature, value) -> str | None:

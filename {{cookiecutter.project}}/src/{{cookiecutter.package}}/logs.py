@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -26,6 +27,8 @@ KINDS = ("train", "predict")
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
 # Every record this module writes starts with its timestamp (see log_prediction_requests).
 _TIMESTAMP_PREFIX = b'{"timestamp":"'
+# The names of the monthly log files (see log_path), and nothing else: never a path.
+FILE_NAME = re.compile(r"^(train|predict)(-test)?-\d{4}-\d{2}\.jsonl$")
 # One lock per process is enough: flock already serialises processes, the lock spares threads
 # of one process from contending on the same file lock.
 _append_lock = threading.Lock()
@@ -33,6 +36,13 @@ _append_lock = threading.Lock()
 
 class LogFormatError(ValueError):
     """A log file holds a line that is not a JSON object."""
+
+
+class LogWriteError(OSError):
+    """A log could not be written (no space, no permission, read-only...): ``strerror`` says why.
+
+    ``filename`` is the log file; it stays out of messages to clients.
+    """
 
 
 def utc_now() -> str:
@@ -59,6 +69,45 @@ def log_path(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
     return Path(log_dir) / _file_name(kind, test_mode, month)
 
 
+def served_log_files(log_dir: str | os.PathLike) -> list[tuple[str, int]]:
+    """(name, size) of every log file in ``log_dir`` that is a regular file, not a link.
+
+    What the service lists and serves: a symbolic link dropped in the folder (dangling or
+    pointing anywhere) is never followed.
+    """
+    found = []
+    try:
+        entries = list(os.scandir(log_dir))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if FILE_NAME.match(entry.name):
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode):
+                found.append((entry.name, info.st_size))
+    return sorted(found)
+
+
+def open_served_log(log_dir: str | os.PathLike, name: str) -> tuple[int, int] | None:
+    """Open a log file of ``served_log_files`` for reading: (file descriptor, size), or None.
+
+    None for anything but a regular file directly in ``log_dir``: ``O_NOFOLLOW`` refuses a
+    link and ``fstat`` checks what was opened, so a link swapped in between is not followed.
+    """
+    if not FILE_NAME.match(name):
+        return None
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO
+    try:
+        fd = os.open(os.path.join(log_dir, name), flags)
+    except OSError:  # missing, a link (ELOOP), unreadable
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return None
+    return fd, info.st_size
+
+
 def log_files(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
               since: str = "") -> list[Path]:
     """All monthly files of one log, oldest first; from the month of ``since`` on if given."""
@@ -79,21 +128,37 @@ def append_lines(path: str | os.PathLike, lines: Sequence[bytes]) -> int:
     if not lines:
         return 0
     payload = b"\n".join(lines) + b"\n"
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     with _append_lock:
         try:
-            fd = os.open(path, flags, 0o644)
-        except FileNotFoundError:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, flags, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            view = memoryview(payload)
-            while view:  # a regular file takes it in one go; loop in case it does not
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)  # closing releases the flock
+            fd = _open_for_append(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                view = memoryview(payload)
+                while view:  # a regular file takes it in one go; loop in case it does not
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)  # closing releases the flock
+        except OSError as error:
+            raise LogWriteError(error.errno, error.strerror, os.fspath(path)) from error
     return len(lines)
+
+
+def _open_for_append(path: str | os.PathLike) -> int:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o644)
+
+
+def check_writable(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False) -> None:
+    """Raise ``LogWriteError`` unless this month's log of ``kind`` can be opened for appending."""
+    path = log_path(log_dir, kind, test_mode=test_mode)
+    try:
+        os.close(_open_for_append(path))
+    except OSError as error:
+        raise LogWriteError(error.errno, error.strerror, os.fspath(path)) from error
 
 
 def read_log(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
@@ -142,9 +207,10 @@ def iter_records(path: str | os.PathLike, *, since: str = "") -> Iterator[dict]:
 def log_training(log_dir: str | os.PathLike, *, test_mode: bool, model_version: str,
                  runtime: float, input_data_summary: Mapping, details: Mapping) -> Path:
     """Write the record of one training run; ``details`` adds metrics, fingerprint, etc."""
-    path = log_path(log_dir, "train", test_mode=test_mode)
+    timestamp = utc_now()  # one clock read: the file's month is the timestamp's
+    path = log_path(log_dir, "train", test_mode=test_mode, month=timestamp[:7])
     record = {
-        "timestamp": utc_now(),
+        "timestamp": timestamp,
         "model_version": model_version,
         "runtime": round(runtime, 6),
         "input_data_summary": dict(input_data_summary),

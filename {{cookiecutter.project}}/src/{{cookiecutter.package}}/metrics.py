@@ -1,4 +1,4 @@
-"""The service's Prometheus metrics: requests, latency, predictions and the served version."""
+"""The service's Prometheus metrics: requests, latency, predictions, log write errors, version."""
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -22,6 +22,11 @@ class Metrics:
         self.predictions = Counter(
             "model_predictions", "Predicted rows by class and model version.",
             ["model_version", "prediction"], registry=self.registry,
+        )
+        self.log_write_errors = Counter(
+            "model_log_write_errors",
+            "Appends to the predict log that failed; their requests were refused with 503.",
+            registry=self.registry,
         )
         self._series: dict[tuple, tuple] = {}
         self.info = Gauge(

@@ -4,6 +4,13 @@ The model scores a row in microseconds, so the request path is what costs: the a
 ``/predict`` to this endpoint ahead of FastAPI's middleware and router. It validates the raw
 body in one pass with pydantic-core's JSON parser and runs on the event loop without a thread
 hop; requests that arrive together are predicted and logged together.
+
+A prediction is given only once it is logged: when the predict log cannot be written, the
+requests are refused with 503 (and ``/ready`` says not ready) rather than answered unlogged.
+
+Event-loop time: a batch's rows are counted before any is validated, so a body of many tiny
+rows is refused in the time it takes to parse it, and the largest accepted request costs what
+``MODEL_MAX_BATCH_ROWS`` valid rows cost to validate, predict and log.
 """
 
 import asyncio
@@ -11,12 +18,13 @@ import collections
 import itertools
 import logging
 
+import orjson
+
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import scoring
-from .config import Settings
+from . import logs, scoring
 from .schemas import error_items, error_response, error_summary, json_response
 from .served_model import ModelState
 
@@ -33,8 +41,9 @@ class PredictionBatcher:
     file operations are then paid once per batch instead of once per request.
     """
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, state: ModelState):
+        self.state = state
+        self.settings = state.settings
         self.pending: list[tuple] = []
 
     def submit(self, loaded: scoring.LoadedModel, rows: list, request_id: str) -> asyncio.Future:
@@ -56,8 +65,14 @@ class PredictionBatcher:
                 predictions = scoring.predict_requests(
                     loaded, [(rows, request_id) for _, rows, request_id, _ in group],
                     settings=self.settings)
+            except logs.LogWriteError as error:
+                self.state.log_failed(error)
+                predictions = [error] * len(group)
             except Exception as error:  # noqa: BLE001 - each request reports it
                 predictions = [error] * len(group)
+            else:
+                if self.state.log_problem is not None:
+                    self.state.log_recovered()
             for (*_, future), outcome in zip(group, predictions):
                 if future.done():
                     continue
@@ -82,7 +97,8 @@ class PredictEndpoint:
         self.state = state
         self.metrics = state.metrics
         self.strict, self.documented = adapters
-        self.batcher = PredictionBatcher(state.settings)
+        self.batcher = PredictionBatcher(state)
+        self.max_rows = state.settings.max_batch_rows
 
     async def __call__(self, scope, receive, send):
         scope["route"] = self
@@ -95,6 +111,9 @@ class PredictEndpoint:
                 response = await self.predict(scope, receive)
             except StarletteHTTPException as error:  # the body grew past the size limit
                 response = error_response(error.status_code, str(error.detail), request_id)
+            except logs.LogWriteError:  # counted and reported by the batcher
+                response = error_response(
+                    503, f"the prediction was not given: {self.state.log_problem}", request_id)
             except Exception:
                 logger.exception("internal error in POST /predict (request %s)", request_id)
                 response = error_response(
@@ -118,6 +137,13 @@ class PredictEndpoint:
             return error_response(
                 422, 'the request body is empty: send one record or {"records": [...]}',
                 request_id, [{"field": "body", "message": "empty body"}])
+        # An array of n elements holds n - 1 commas: a body with fewer commas than the limit
+        # (counting them costs microseconds) cannot hold too many rows. Only larger bodies are
+        # parsed once to count their rows before any is validated.
+        if body.count(b",") >= self.max_rows:
+            too_many = self.too_many_rows(body, request_id)
+            if too_many is not None:
+                return too_many
         try:
             payload = self.strict.validate_json(body)
         except ValidationError:
@@ -132,3 +158,17 @@ class PredictEndpoint:
         for label, count in collections.Counter(prediction.labels).items():
             self.metrics.predictions.labels(loaded.version, str(label)).inc(count)
         return json_response(prediction.to_dict())
+
+    def too_many_rows(self, body: bytes, request_id: str) -> Response | None:
+        """The 422 of a batch over the row limit, found before any row is validated."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None  # the validation that follows names the problem
+        records = payload.get("records") if isinstance(payload, dict) else None
+        if not isinstance(records, list) or len(records) <= self.max_rows:
+            return None
+        message = (f"a batch holds at most {self.max_rows} records (MODEL_MAX_BATCH_ROWS), "
+                   f"this one has {len(records)}")
+        return error_response(422, f"records: {message}", request_id,
+                              [{"field": "records", "message": message}])

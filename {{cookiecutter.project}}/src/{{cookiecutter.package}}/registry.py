@@ -7,11 +7,23 @@ Layout of the registry directory::
         scorer.json                            its scoring spec, when numpy alone can score it
         metadata.json                          version, note, metrics, checksums, libraries
         train-data.csv                         the training data, for drift monitoring
+        SHA256SUMS                             the sha256 of every other file (``sha256sum -c``)
     <name>-<version> -> .artifacts/...         symlink to the current folder of a version
+    .train.lock, .write.lock                   file locks: one training run, one writer at a time
 
 A training run writes its folder under a temporary name, renames it into place, then swaps the
 symlink with ``os.replace``: readers see the old version or the new one, never half of one,
-and a run that fails or is killed leaves the previous version loadable.
+and a run that fails or is killed leaves the previous version loadable. The temporary folder
+a killed run leaves is removed by the next writer, or by ``remove_abandoned`` when a process
+starts using the registry: every writer holds ``.write.lock`` while its temporary folder
+exists, so a folder without a lock holder is surely abandoned.
+
+Integrity: ``metadata.json`` records the sha256 of the model, scorer and data files, and
+``SHA256SUMS`` records the sha256 of every file, metadata included; every read checks the
+files it uses. Checksums detect corruption and partial or careless edits; they are not a
+signature (whoever can rewrite a file can rewrite its checksum too). An artifact stored before
+``SHA256SUMS`` existed is still served, with a warning that its metadata is unverified: refusing
+it would take a running service down on upgrade until someone trains again.
 
 skops and pandas are imported by the functions that need them: the service loads a model from
 its scoring spec without either, and importing them costs a good part of a second at start-up.
@@ -19,6 +31,8 @@ its scoring spec without either, and importing them costs a good part of a secon
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -31,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from . import data
 
@@ -45,9 +59,11 @@ MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 DATA_FILE = "train-data.csv"
 SCORER_FILE = "scorer.json"
+CHECKSUMS_FILE = "SHA256SUMS"
+TEMP_PREFIX = ".tmp-"
+TRAIN_LOCK = ".train.lock"
+WRITE_LOCK = ".write.lock"
 LIBRARIES = ("scikit-learn", "numpy", "pandas", "skops")
-# An interrupted run leaves a temporary folder; one older than this is surely abandoned.
-STALE_TEMP_SECONDS = 3600
 
 
 class RegistryError(Exception):
@@ -60,6 +76,28 @@ class ModelNotFoundError(RegistryError, LookupError):
 
 class IntegrityError(RegistryError):
     """An artifact was modified, is incomplete or holds types outside the allowlist."""
+
+
+class RegistryBusyError(RegistryError):
+    """Another process (or thread) holds the registry's lock."""
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, *, wait: bool, busy: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``; without ``wait``, raise ``RegistryBusyError``.
+
+    flock(2): locks belong to the open file description, so two opens conflict even within one
+    process, and the kernel releases the lock when its holder dies, even by SIGKILL.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise RegistryBusyError(busy) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @dataclass(frozen=True)
@@ -96,6 +134,18 @@ def _write_file(path: Path, payload: bytes) -> None:
         stream.write(payload)
         stream.flush()
         os.fsync(stream.fileno())
+
+
+def write_checksums(folder: Path) -> None:
+    """Write ``SHA256SUMS`` over every other file of an artifact folder (``sha256sum``'s format).
+
+    ``sha256sum -c SHA256SUMS`` in the folder checks the artifact without this package.
+    """
+    path = folder / CHECKSUMS_FILE
+    path.unlink(missing_ok=True)
+    lines = [f"{sha256_bytes(file.read_bytes())}  {file.name}\n"
+             for file in sorted(folder.iterdir()) if file.is_file()]
+    _write_file(path, "".join(lines).encode("utf-8"))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -135,11 +185,21 @@ class Registry:
         import skops.io  # imported here: serving a model from its scoring spec does not need it
 
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.artifacts_dir))
+        with self._write_lock(wait=True):
+            self._remove_temporary_folders()  # a killed writer's leftovers
+            artifact = self._save(skops.io.dumps(estimator), name, version,
+                                  training_data=training_data, metadata=metadata,
+                                  scorer_spec=scorer_spec)
+            self.prune(name, version)
+        return artifact
+
+    def _save(self, model_bytes: bytes, name: str, version: str, *,
+              training_data: pd.DataFrame, metadata: dict,
+              scorer_spec: bytes | None) -> Artifact:
+        staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.artifacts_dir))
         try:
             # mkdtemp makes the folder private; a service running as another user must read it.
             staging.chmod(0o755)
-            model_bytes = skops.io.dumps(estimator)
             data_bytes = data.canonical_csv(training_data)
             metadata = {
                 **metadata,
@@ -155,18 +215,55 @@ class Registry:
             _write_file(staging / MODEL_FILE, model_bytes)
             _write_file(staging / DATA_FILE, data_bytes)
             self._write_metadata(staging, metadata)
+            write_checksums(staging)
             final = self._publish(staging, name, version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self._swap_link(name, version, final)
-        self.prune(name, version)
         return Artifact(path=final, metadata=metadata)
 
     @staticmethod
     def _write_metadata(folder: Path, metadata: dict) -> None:
         text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
         _write_file(folder / METADATA_FILE, text.encode("utf-8"))
+
+    def _lock(self, name: str, *, wait: bool, busy: str):
+        self.root.mkdir(parents=True, exist_ok=True)
+        return _file_lock(self.root / name, wait=wait, busy=busy)
+
+    def training_lock(self):
+        """Held for a whole training run: a second run, in any process, gets ``RegistryBusyError``.
+
+        Every worker of the service shares the registry, so this is what keeps two training
+        runs from going on at once; the lock dies with its holder, even one killed by SIGKILL.
+        """
+        return self._lock(TRAIN_LOCK, wait=False, busy="a training run is already going on")
+
+    def _write_lock(self, *, wait: bool):
+        # Held by each writer while its temporary folder exists (see remove_abandoned).
+        return self._lock(WRITE_LOCK, wait=wait, busy="another process is storing a model")
+
+    def _remove_temporary_folders(self) -> list[Path]:
+        removed = [entry for entry in self.artifacts_dir.glob(f"{TEMP_PREFIX}*") if entry.is_dir()]
+        for folder in removed:
+            shutil.rmtree(folder, ignore_errors=True)
+        return removed
+
+    def remove_abandoned(self) -> list[Path]:
+        """Remove the temporary folders that killed writes left; return them.
+
+        Called when a process starts using the registry (the service at start-up). A folder is
+        removed only while no writer holds the write lock, so a write in progress in another
+        process keeps its folder.
+        """
+        if not self.artifacts_dir.is_dir():
+            return []
+        try:
+            with self._write_lock(wait=False):
+                return self._remove_temporary_folders()
+        except RegistryBusyError:
+            return []
 
     def _publish(self, staging: Path, name: str, version: str) -> Path:
         """Rename the complete staging folder to its final, timestamped name."""
@@ -189,7 +286,7 @@ class Registry:
         _fsync_dir(self.root)
 
     def prune(self, name: str, version: str) -> list[Path]:
-        """Remove all but the newest ``keep`` folders of a version and stale temporary folders.
+        """Remove all but the newest ``keep`` folders of a version.
 
         A folder that any symlink points to is never removed. Returns the removed folders.
         """
@@ -205,11 +302,6 @@ class Registry:
             and entry.name[len(prefix):][:1].isdigit()
         )
         removed = [f for f in folders[:-self.keep] if f.resolve() not in current]
-        cutoff = time.time() - STALE_TEMP_SECONDS
-        removed += [
-            entry for entry in self.artifacts_dir.glob(".tmp-*")
-            if entry.is_dir() and entry.stat().st_mtime < cutoff
-        ]
         for folder in removed:
             shutil.rmtree(folder, ignore_errors=True)
         return removed
@@ -231,11 +323,36 @@ class Registry:
         return self._read_metadata(self.resolve(name, version), name, version)
 
     @staticmethod
-    def _read_metadata(folder: Path, name: str, version: str) -> dict:
-        path = folder / METADATA_FILE
+    def _read_checksums(folder: Path) -> dict[str, str] | None:
+        """The ``SHA256SUMS`` of a folder as {file name: sha256}; None if it has none."""
+        path = folder / CHECKSUMS_FILE
         try:
-            metadata = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError) as error:
+            raise IntegrityError(f"{path}: unreadable checksums ({error})") from None
+        checksums = {}
+        for line in text.splitlines():
+            checksum, separator, file_name = line.partition("  ")
+            if not separator or len(checksum) != 64:
+                raise IntegrityError(f"{path}: not in sha256sum's format: {line[:80]!r}")
+            checksums[file_name] = checksum
+        return checksums
+
+    @classmethod
+    def _read_metadata(cls, folder: Path, name: str, version: str) -> dict:
+        path = folder / METADATA_FILE
+        checksums = cls._read_checksums(folder)
+        if checksums is None:
+            logger.warning("%s has no %s (stored by an older version): its metadata is not "
+                           "verified; train it again to add one", folder, CHECKSUMS_FILE)
+            payload = cls._read_bytes(path)
+        else:
+            payload = cls._read_verified(path, checksums.get(METADATA_FILE), CHECKSUMS_FILE)
+        try:
+            metadata = json.loads(payload)
+        except ValueError as error:
             raise IntegrityError(f"{path}: unreadable metadata ({error})") from None
         if not isinstance(metadata, dict) or (metadata.get("name"), metadata.get("version")) != (
             name, version
@@ -244,15 +361,19 @@ class Registry:
         return metadata
 
     @staticmethod
-    def _read_verified(path: Path, expected: str | None) -> bytes:
+    def _read_bytes(path: Path) -> bytes:
         try:
-            payload = path.read_bytes()
+            return path.read_bytes()
         except OSError as error:
             raise IntegrityError(f"{path}: cannot read the file ({error.strerror})") from None
+
+    @classmethod
+    def _read_verified(cls, path: Path, expected: str | None, source: str = "metadata") -> bytes:
+        payload = cls._read_bytes(path)
         actual = sha256_bytes(payload)
         if actual != expected:
             raise IntegrityError(
-                f"{path}: checksum mismatch (metadata says {expected}, file is {actual}); "
+                f"{path}: checksum mismatch ({source} says {expected}, file is {actual}); "
                 "the artifact was modified or corrupted, refusing to load it"
             )
         return payload

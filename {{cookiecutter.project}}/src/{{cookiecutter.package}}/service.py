@@ -4,6 +4,11 @@ Endpoints: ``/health`` (liveness), ``/ready`` (model loaded and self-checked), `
 (one record or a batch), ``/model`` (metadata), ``/metrics`` (Prometheus) and, only when
 ``MODEL_ADMIN_TOKEN`` is set, the course's ``/train`` and ``/logs`` behind a bearer token.
 
+Training runs on a worker thread, scikit-learn's import included, so the event loop keeps
+answering while it goes on; the registry's file lock allows one training run at a time across
+every worker process, and each worker follows the registry (``ModelState.follow_registry``), so
+all of them serve the model that was trained last, whichever worker (or CLI) trained it.
+
 Speed: the model scores a row in microseconds, so the request path is what costs. ``/predict``
 is a plain ASGI endpoint that the app dispatches to before FastAPI's middleware and router
 (whose per-request machinery costs several times the model). It validates the raw body in one
@@ -13,8 +18,11 @@ and logged together (``predict_endpoint``). The same models (``schemas``) docume
 OpenAPI schema.
 """
 
+import asyncio
+import contextlib
 import hmac
 import logging
+import os
 import re
 import time
 import uuid
@@ -24,11 +32,11 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,6 +44,7 @@ from . import __version__, logs, scoring
 from .config import Settings
 from .metrics import Metrics
 from .predict_endpoint import PredictEndpoint
+from .registry import Registry, RegistryBusyError
 from .schemas import (
     ErrorResponse,
     Health,
@@ -60,10 +69,10 @@ logger = logging.getLogger(__name__)
 
 # A client's request id is echoed only when it is a plain token: it ends up in logs.
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# The only names GET /logs/{name} serves: monthly log files, never a path.
-LOG_FILE_NAME = re.compile(r"^(train|predict)(-test)?-\d{4}-\d{2}\.jsonl$")
 # Metrics label values come from this set, so clients cannot grow the number of series.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# How long uvicorn's supervisor waits for a worker's answer before it kills it (see run).
+WORKER_HEALTHCHECK_SECONDS = 60
 TITLE = {{ cookiecutter.project_name | tojson }} + " API"
 DESCRIPTION = {{ cookiecutter.description | tojson }}  # noqa: E501 - the project's description
 
@@ -165,8 +174,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await run_in_threadpool(_remove_abandoned, settings)
         await run_in_threadpool(state.load)
+        following = asyncio.create_task(state.follow_registry())
         yield
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
 
     app = ServiceApp(
         title=TITLE,
@@ -203,12 +217,20 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/ready", response_model=Readiness, summary="Readiness",
              responses={503: {"model": Readiness, "description": "Not ready."}})
     async def ready() -> Response:
-        """200 when a model is loaded and its self-check passed, else 503 with the reason."""
+        """200 when a model is loaded and self-checked and the predict log can be written.
+
+        Else 503 with the reason: a prediction is given only once it is logged.
+        """
         if state.loaded is None:
             await run_in_threadpool(state.load)  # a model trained since startup counts
         if state.loaded is None:
             return json_response({"ready": False, "model_version": None,
                                   "reason": state.problem}, 503)
+        if state.log_problem is not None:
+            await run_in_threadpool(state.check_log)
+            if state.log_problem is not None:
+                return json_response({"ready": False, "model_version": state.loaded.version,
+                                      "reason": state.log_problem}, 503)
         return json_response({"ready": True, "model_version": state.loaded.version,
                               "reason": None})
 
@@ -228,9 +250,20 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     if settings.admin_token is not None:
-        _add_admin_routes(app, settings, state)
+        documented.append(_add_admin_routes(app, settings, state))
     _document(app, documented)
     return app
+
+
+def _remove_abandoned(settings: Settings) -> None:
+    """Remove what a killed training run left in the registry (a read-only one is left as is)."""
+    try:
+        removed = Registry(settings.registry_dir).remove_abandoned()
+    except OSError as error:
+        logger.info("left the registry's temporary folders as they are: %s", error)
+        return
+    for folder in removed:
+        logger.warning("removed %s, left by a training run that did not finish", folder)
 
 
 def _model_info(loaded: scoring.LoadedModel) -> dict:
@@ -268,10 +301,15 @@ def _install_error_handlers(app: FastAPI) -> None:
                               request_id_of(request))
 
 
-def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> None:
-    """The course's train and logs endpoints, behind ``Authorization: Bearer <token>``."""
+def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> APIRoute:
+    """The course's train and logs endpoints, behind ``Authorization: Bearer <token>``.
+
+    Returns the route that documents ``POST /train`` (served by a twin that reads the body
+    only after the token is checked).
+    """
     bearer = HTTPBearer(auto_error=False, description="MODEL_ADMIN_TOKEN")
     expected = settings.admin_token.get_secret_value().encode("utf-8")
+    train_options = TypeAdapter(TrainRequest | None)  # the documented body: null means none
 
     def require_admin(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -284,25 +322,44 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> No
 
     admin = [Depends(require_admin)]
 
-    @app.post("/train", response_model=TrainResponse, summary="Train", dependencies=admin,
-              responses={**documented_errors(401),
-                         409: {"model": ErrorResponse,
-                               "description": "A training run is going on."}})
-    async def train(options: TrainRequest | None = None) -> Response:
+    def train(options: TrainRequest | None = None) -> TrainResponse:
         """Train the configured version; test mode trains a throw-away test model.
 
-        A production run replaces the served model once it is stored and self-checked.
+        A production run replaces the served model once it is stored and self-checked, in
+        every worker. One training run at a time: another one meanwhile gets a 409.
         """
-        from . import model  # scikit-learn: the service starts without it, training needs it
 
-        options = options or TrainRequest()
-        if state.training.locked():
-            raise HTTPException(409, "a training run is already going on")
-        async with state.training:
-            result = await run_in_threadpool(model.train, settings,
-                                             test_mode=options.test_mode)
-            if not options.test_mode:
-                await run_in_threadpool(state.load)
+    documented = APIRoute(
+        "/train", train, methods=["POST"], summary="Train", dependencies=admin,
+        response_model=TrainResponse,
+        responses={**documented_errors(401, 413, 422),
+                   409: {"model": ErrorResponse,
+                         "description": "A training run is going on."},
+                   503: {"model": ErrorResponse,
+                         "description": "The model was stored, but the train log cannot "
+                                        "be written."}})
+
+    @app.post("/train", include_in_schema=False)
+    async def train_endpoint(request: Request) -> Response:
+        # The token is checked before the body is read: FastAPI reads a declared body before
+        # it runs any dependency, so the body is read and validated here instead.
+        require_admin(await bearer(request))
+        body = await request.body()
+        try:
+            given = train_options.validate_json(body) if body.strip() else None
+        except ValidationError as error:
+            items = error_items(error)
+            return error_response(422, error_summary(items), request_id_of(request), items)
+        options = given or TrainRequest()
+        try:
+            result = await run_in_threadpool(_train_and_serve, settings, state,
+                                             options.test_mode)
+        except RegistryBusyError as error:
+            raise HTTPException(409, str(error)) from None
+        except logs.LogWriteError as error:
+            logger.error("the train log %s cannot be written: %s", error.filename, error)
+            raise HTTPException(503, "the model was stored, but the train log cannot be "
+                                     f"written ({error.strerror})") from None
         return json_response({
             "name": result.name, "model_version": result.version,
             "test_mode": options.test_mode, "trained_at": result.metadata.get("trained_at"),
@@ -312,13 +369,9 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> No
     @app.get("/logs", response_model=list[LogFile], summary="List logs", dependencies=admin,
              responses=documented_errors(401))
     async def list_logs() -> Response:
-        """The log files that ``GET /logs/{name}`` serves."""
-        found = []
-        for kind in logs.KINDS:
-            for test_mode in (False, True):
-                found += logs.log_files(settings.log_dir, kind, test_mode=test_mode)
-        return json_response([{"name": path.name, "bytes": path.stat().st_size}
-                              for path in sorted(found)])
+        """The log files that ``GET /logs/{name}`` serves: regular files, never links."""
+        found = await run_in_threadpool(logs.served_log_files, settings.log_dir)
+        return json_response([{"name": name, "bytes": size} for name, size in found])
 
     @app.get("/logs/{name}", summary="Download a log", dependencies=admin,
              response_class=FileResponse, responses={
@@ -327,20 +380,58 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> No
                        "description": "The log file: one JSON object per line."}})
     async def get_log(name: str) -> Response:
         """One log file by name, e.g. ``predict-2026-01.jsonl``; nothing outside the logs."""
-        path = settings.log_dir / name
-        if not LOG_FILE_NAME.match(name) or not path.is_file():
+        opened = await run_in_threadpool(logs.open_served_log, settings.log_dir, name)
+        if opened is None:
             raise HTTPException(404, f"no log named {name!r}; GET /logs lists them")
-        return FileResponse(path, media_type="application/x-ndjson", filename=name)
+        fd, size = opened
+        # The bytes up to the size at opening: whole lines, as every append is one write.
+        return StreamingResponse(
+            _read_chunks(fd, size), media_type="application/x-ndjson",
+            headers={"content-length": str(size),
+                     "content-disposition": f'attachment; filename="{name}"'})
+
+    return documented
 
 
-def _document(app: FastAPI, extra_routes: list[APIRoute]) -> None:
-    """Generate the OpenAPI schema from the app's routes plus the fast routes' twins."""
+def _train_and_serve(settings: Settings, state: ModelState, test_mode: bool):
+    """Train under the registry's lock and serve the result (runs on a worker thread)."""
+    with Registry(settings.registry_dir).training_lock():
+        from . import model  # scikit-learn: imported here, off the event loop, when first needed
+
+        result = model.train(settings, test_mode=test_mode)
+        if not test_mode:
+            state.load()
+    return result
+
+
+def _read_chunks(fd: int, size: int, chunk: int = 1 << 16):
+    """The first ``size`` bytes of an open file, in chunks; closes it (Starlette iterates a
+    plain generator on a worker thread)."""
+    try:
+        while size > 0:
+            data = os.read(fd, min(chunk, size))
+            if not data:
+                break
+            size -= len(data)
+            yield data
+    finally:
+        os.close(fd)
+
+
+def _document(app: FastAPI, twins: list[APIRoute]) -> None:
+    """Generate the OpenAPI schema from the app's routes and the twins of undocumented ones.
+
+    A twin takes the place of the served route of its path and method, or comes first.
+    """
 
     def openapi() -> dict:
         if app.openapi_schema is None:
+            by_key = {(twin.path, frozenset(twin.methods)): twin for twin in twins}
+            routes = [by_key.pop((route.path, frozenset(route.methods)), route)
+                      if isinstance(route, APIRoute) else route for route in app.routes]
             app.openapi_schema = get_openapi(
                 title=app.title, version=app.version, description=app.description,
-                routes=[*extra_routes, *app.routes],
+                routes=[*by_key.values(), *routes],
             )
         return app.openapi_schema
 
@@ -357,6 +448,12 @@ def run(settings: Settings) -> int:
     config = dict(host=settings.host, port=settings.port, workers=settings.workers,
                   access_log=False, log_level="info", proxy_headers=False,
                   timeout_graceful_shutdown=10)
+    if settings.workers > 1:
+        # uvicorn's supervisor pings each worker and kills one that does not answer in time
+        # ("Child process [...] died"); its default of 5 s is shorter than a worker's start-up
+        # (a spawned interpreter importing the app) on a busy machine, which then kills and
+        # restarts workers in a loop. uvicorn >= 0.37 makes the timeout a setting.
+        config["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
     if settings.workers > 1:
         # Workers are separate processes: each builds its app from the same settings.
         uvicorn.run(f"{__package__}.service:app_from_environment", factory=True, **config)
