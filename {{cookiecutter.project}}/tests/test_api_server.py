@@ -129,6 +129,10 @@ class Connection:
         answer = self.http.getresponse()
         return answer.status, json.loads(answer.read())
 
+    def close(self) -> None:
+        """Close the connection (the worker keeps running)."""
+        self.http.close()
+
 
 def accepting_worker(server_pid: int, server_port: int, client_port: int) -> int | None:
     """The child of ``server_pid`` that holds the server side of a TCP connection."""
@@ -153,11 +157,18 @@ def accepting_worker(server_pid: int, server_port: int, client_port: int) -> int
 def test_two_workers_train_once_and_both_serve_the_new_model(serve):
     url = serve(workers=2, MODEL_RELOAD_SECONDS="0.2")
     by_worker = {}
-    for _ in range(60):  # the kernel hands each new connection to one of the workers
-        connection = Connection(url, serve.processes[-1])
-        by_worker.setdefault(connection.worker, connection)
-        if len(by_worker) == 2:
-            break
+    with contextlib.ExitStack() as open_connections:
+        for _ in range(60):  # the kernel hands each new connection to one of the workers
+            connection = Connection(url, serve.processes[-1])
+            open_connections.callback(connection.close)
+            by_worker.setdefault(connection.worker, connection)
+            if len(by_worker) == 2:
+                break
+        train_on_both_workers(by_worker)
+
+
+def train_on_both_workers(by_worker):
+    """Train through two workers at once: one trains, one is refused, both then serve it."""
     assert len(by_worker) == 2 and None not in by_worker, by_worker.keys()
     first, second = by_worker.values()
     before = first.request("GET", "/model")[1]["trained_at"]

@@ -128,16 +128,16 @@ def test_only_one_training_run_holds_the_registry_across_processes(store):
     script = ("import sys, time; from {{ cookiecutter.package }}.registry import Registry; "
               "lock = Registry(sys.argv[1]).training_lock(); lock.__enter__(); "
               "print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([os.sys.executable, "-c", script, str(store.root)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RegistryBusyError, match="already going on"):
-            with store.training_lock():
-                pass  # pragma: no cover - the lock is held by the other process
-    finally:
-        holder.kill()
-        holder.wait()
+    # The with block closes the pipe and waits for the killed holder.
+    with subprocess.Popen([os.sys.executable, "-c", script, str(store.root)],
+                          stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            with pytest.raises(RegistryBusyError, match="already going on"):
+                with store.training_lock():
+                    pass  # pragma: no cover - the lock is held by the other process
+        finally:
+            holder.kill()
     with store.training_lock():  # the lock died with its holder (SIGKILL)
         pass
 
