@@ -235,3 +235,10 @@ def test_monitor_returns_the_monitor_status(capsys, monkeypatch):
     fake_module(monkeypatch, "monitoring", run_monitor=run_monitor)
     assert run(capsys, "monitor", "--test-mode")[0] == 3
     assert seen["test_mode"] is True
+
+
+def test_train_is_refused_while_another_training_run_holds_the_registry(settings, capsys):
+    with registry.Registry(settings.registry_dir).training_lock():
+        status = cli.main(["train"])
+    assert status == 1
+    assert "a training run is already going on" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from . import data, device
 from .config import Settings
-from .registry import RegistryError
+from .registry import Registry, RegistryError
 
 
 class UsageError(Exception):
@@ -72,8 +72,11 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(f"training data {settings.data_path} is not a file")
     from . import model  # imported here: scikit-learn would slow down `serve`'s start-up
 
-    _warn_if_replacing(settings, args.test_mode)
-    result = model.train(settings, test_mode=args.test_mode)  # logs its device first
+    # The registry's training lock, as the service's /train takes it: a second run, from the
+    # command line or from a worker, is refused (exit 1) instead of training at the same time.
+    with Registry(settings.registry_dir).training_lock():
+        _warn_if_replacing(settings, args.test_mode)
+        result = model.train(settings, test_mode=args.test_mode)  # logs its device first
     summary = {
         "model_version": result.version,
         "name": result.name,
