@@ -105,6 +105,26 @@ def docker_required():
     return docker.from_env()
 
 
+def unavailable(reason):
+    """Fail in CI, skip elsewhere: the same rule as for Docker itself."""
+    if in_ci():
+        pytest.fail(f"required in CI (CI=true): {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_required):
+    """The Python base image: ``BASE_IMAGE``, or the template's script's (built when missing)."""
+    from image_builds import air_gapped_base
+
+    if os.environ.get("BASE_IMAGE"):
+        return os.environ["BASE_IMAGE"]
+    try:
+        return air_gapped_base()
+    except RuntimeError as error:
+        unavailable(str(error))
+
+
 # `make test` spreads the suite over CPUs with pytest-xdist (--dist loadgroup).
 # A module's tests share module-scoped fixtures (the 64 bakes, the built
 # images), so each module runs on one worker; the generated-project runs are

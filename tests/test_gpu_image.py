@@ -17,14 +17,12 @@ on a CPU namespace, and ``make bench-train`` measures a GPU where there is one.
 """
 
 import json
-import os
 import uuid
 
 import pytest
 
 import baking
-from conftest import in_ci
-from image_builds import BuildFailed, air_gapped_base, build_image
+from image_builds import BuildFailed, build_image
 
 APP_UID = "10001"
 # The issue's budget for the training image, uncompressed (Docker's image size).
@@ -61,28 +59,10 @@ print("cupy", cupy.__version__)
 """
 
 
-def unavailable(reason):
-    """Fail in CI, skip elsewhere: the same rule as for Docker itself."""
-    if in_ci():
-        pytest.fail(f"required in CI (CI=true): {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, cookiecutter_config):
     """The default project (it has the GPU image), baked once."""
     return baking.bake(tmp_path_factory.mktemp("gpu"), {}, config_file=cookiecutter_config)
-
-
-@pytest.fixture(scope="module")
-def base_image(docker_required):
-    """The Python base image: ``BASE_IMAGE``, or the template's script's (built when missing)."""
-    if os.environ.get("BASE_IMAGE"):
-        return os.environ["BASE_IMAGE"]
-    try:
-        return air_gapped_base()
-    except RuntimeError as error:
-        unavailable(str(error))
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,7 @@ import pytest
 
 import baking
 import commands
-from conftest import in_ci
-from image_builds import (BASE_IMAGE_SCRIPT, DEPENDABOT_FROM_LINE, BuildFailed, air_gapped_base,
+from image_builds import (BASE_IMAGE_SCRIPT, DEPENDABOT_FROM_LINE, BuildFailed,
                           build_image, external_from_lines, python_version_in)
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
@@ -46,13 +45,6 @@ APP_UID = "10001"
 HEALTHY_WITHIN = 120
 # The labels' build arguments, as a release build passes them.
 BUILD_ARGS = {"REVISION": "test", "VERSION": "0.1.0"}
-
-
-def unavailable(reason):
-    """Fail in CI, skip elsewhere: the same rule as for Docker itself."""
-    if in_ci():
-        pytest.fail(f"required in CI (CI=true): {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def hadolint():
@@ -126,17 +118,6 @@ def projects(tmp_path_factory, cookiecutter_config):
 def project(request, projects):
     """One baked combination."""
     return projects[request.param]
-
-
-@pytest.fixture(scope="module")
-def base_image(docker_required):
-    """The Python base image: ``BASE_IMAGE``, or the template's script's (built when missing)."""
-    if os.environ.get("BASE_IMAGE"):
-        return os.environ["BASE_IMAGE"]
-    try:
-        return air_gapped_base()
-    except RuntimeError as error:
-        unavailable(str(error))
 
 
 @pytest.fixture(scope="module")
