@@ -97,8 +97,8 @@ def build_image(project_dir, dockerfile, tag, base_image=None, build_args=None, 
     project_dir = Path(project_dir)
     command = ["docker", "buildx", "build", "--progress", "plain",
                "--file", str(project_dir / dockerfile), "--tag", tag]
-    if base_image:
-        reference = pinned_base(project_dir / dockerfile)
+    reference = pinned_base(project_dir / dockerfile)
+    if base_image and base_image != reference:  # the pinned base itself needs no context
         command += ["--build-context", f"{reference}=docker-image://{base_image}"]
     for name, value in (build_args or {}).items():
         command += ["--build-arg", f"{name}={value}"]

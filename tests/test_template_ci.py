@@ -7,12 +7,14 @@ tests pin down what each workflow of the template is for.
 
 import json
 import re
+import subprocess
 
 import pytest
 import yaml
 
 import baking
 from gha_expressions import concurrency_of
+from image_builds import pinned_base
 
 WORKFLOWS = baking.TEMPLATE_DIR / ".github" / "workflows"
 
@@ -62,9 +64,25 @@ def test_ci_runs_the_whole_suite_with_actionlint_installed(ci):
     assert installs < tests
 
 
-def test_ci_image_tests_use_the_dockerfiles_own_base_image(ci):
+def test_ci_image_tests_use_the_dockerfiles_own_base_image(ci, tmp_path):
+    # The step that pulls the base runs here with `docker` stubbed: it must hand the image
+    # tests the serving Dockerfile's pinned FROM reference.
     suite = job_running(ci, "test")
-    assert any("ARG BASE_IMAGE=" in script and "docker pull" in script for script in runs(suite))
+    (pull,) = [script for script in runs(suite) if "docker pull" in script]
+    github_env = tmp_path / "github-env"
+    subprocess.run(["bash", "-euo", "pipefail", "-c", "docker() { :; }\n" + pull],
+                   cwd=baking.TEMPLATE_DIR, check=True,
+                   env={"PATH": "/usr/bin:/bin", "GITHUB_ENV": str(github_env)})
+    dockerfile = baking.TEMPLATE_DIR / "{{cookiecutter.project}}" / "docker" / "cpu.Dockerfile"
+    assert github_env.read_text() == f"BASE_IMAGE={pinned_base(dockerfile)}\n"
+
+
+def test_ci_suite_has_a_local_interpreter_of_every_supported_python(ci):
+    # Without one, a generated-project test builds a Debian base with debootstrap (root).
+    suite = job_running(ci, "test")
+    (setup,) = [step for step in suite["steps"] if "setup-python" in step.get("uses", "")]
+    choices = json.loads((baking.TEMPLATE_DIR / "cookiecutter.json").read_text())
+    assert sorted(setup["with"]["python-version"].split()) == sorted(choices["python_version"])
 
 
 def test_ci_runs_make_lint_test_of_a_project_baked_for_each_python_version(ci):
