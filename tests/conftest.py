@@ -9,6 +9,7 @@
 """
 
 import functools
+import importlib.util
 import itertools
 import os
 import sys
@@ -57,6 +58,19 @@ def project_env(tmp_path_factory, cookiecutter_config):
     project_dir = baking.bake(output_dir, config_file=cookiecutter_config)
     commands.run(["make", "install", f"PYTHON={sys.executable}"], cwd=project_dir)
     return project_dir
+
+
+def load_module(path, name):
+    """Import a Python file of the template (a script, an unrendered hook) as module ``name``.
+
+    It is registered in ``sys.modules`` first, as an import would do, so that what needs its
+    module at definition time (dataclasses) works; nothing under ``__main__`` runs.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def in_ci():

@@ -1,7 +1,6 @@
 """The hooks: bad answers are refused with a clear line and nothing is generated;
 the post-generation hook prunes, installs the license and records the answers."""
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -13,16 +12,13 @@ from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
 import baking
+from conftest import load_module
 from formats import parse_toml
 
 
 def load_hook(name):
     """Import an unrendered hook file as a module (its main() is not run)."""
-    path = baking.TEMPLATE_DIR / "hooks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(baking.TEMPLATE_DIR / "hooks" / f"{name}.py", name)
 
 
 pre_gen = load_hook("pre_gen_project")

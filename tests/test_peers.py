@@ -4,13 +4,12 @@ The full run installs MLServer and MLflow and takes minutes; these tests pin dow
 talks to each peer and reads their answers, and the shape of MLServer's settings.
 """
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
 import baking
+from conftest import load_module
 
 SCRIPT = baking.TEMPLATE_DIR / "benchmarks" / "peers.py"
 RECORDS = [
@@ -23,11 +22,7 @@ RECORDS = [
 @pytest.fixture(scope="module")
 def peers():
     """The peer benchmark script, imported as a module."""
-    spec = importlib.util.spec_from_file_location("peers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["peers"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT, "peers")
 
 
 def test_mlserver_request_sends_one_typed_column_per_feature(peers):

@@ -4,13 +4,13 @@ The full run (bake, install, train, test, serve, image) is the README's first co
 runs in the template's CI; these tests pin down the behaviour around it.
 """
 
-import importlib.util
 import re
 import sys
 
 import pytest
 
 import baking
+from conftest import load_module
 
 SCRIPT = baking.TEMPLATE_DIR / "scripts" / "quickstart.py"
 
@@ -18,11 +18,7 @@ SCRIPT = baking.TEMPLATE_DIR / "scripts" / "quickstart.py"
 @pytest.fixture(scope="module")
 def quickstart():
     """The quick start script, imported as a module."""
-    spec = importlib.util.spec_from_file_location("quickstart", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quickstart"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT, "quickstart")
 
 
 def test_previous_demo_is_replaced(quickstart, tmp_path):
