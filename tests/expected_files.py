@@ -58,6 +58,7 @@ FILES = {
     "tests/test_cli.py": ALWAYS,
     "tests/test_config.py": ALWAYS,
     "tests/test_data.py": ALWAYS,
+    "tests/test_input_rules.py": ALWAYS,
     "tests/test_logs.py": ALWAYS,
     "tests/test_model.py": ALWAYS,
     "tests/test_monitoring.py": ALWAYS,

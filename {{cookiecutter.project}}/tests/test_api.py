@@ -142,13 +142,17 @@ def test_an_unsafe_request_id_is_replaced(api):
     (json.dumps({**RECORD, "age": "34"}).encode(), "age", "integer"),
     (json.dumps({**RECORD, "age": True}).encode(), "age", "integer"),
     (json.dumps({**RECORD, "age": 34.5}).encode(), "age", "integer"),
-    (json.dumps({**RECORD, "age": 7}).encode(), "age", "greater than or equal"),
+    (json.dumps({**RECORD, "age": 7}).encode(), "age", "age: value 7 is outside the range"),
     (json.dumps({**RECORD, "country": "atlantis"}).encode(), "country", "singapore"),
-    (json.dumps({k: v for k, v in RECORD.items() if k != "age"}).encode(), "age", "required"),
-    (json.dumps({**RECORD, "shoe_size": 44}).encode(), "shoe_size", "not permitted"),
+    (json.dumps({k: v for k, v in RECORD.items() if k != "age"}).encode(), "age",
+     "age: missing field 'age'"),
+    (json.dumps({**RECORD, "shoe_size": 44}).encode(), "shoe_size", "unexpected field"),
     (json.dumps({"records": []}).encode(), "records", "at least 1"),
     (json.dumps({"records": [RECORD, {**RECORD, "num_streams": -1}]}).encode(),
-     "records.1.num_streams", "greater than or equal"),
+     "records.1.num_streams", "records.1.num_streams: value -1 is outside the range [0, 1000]"),
+    (json.dumps({"records": [{**RECORD, "age": 34.0, "country": "x"}]}).encode(),
+     "records.0.country", "records.0.country: unknown category 'x'"),
+    (json.dumps({"records": [RECORD], "note": 1}).encode(), "note", "Extra inputs"),
 ])
 def test_an_invalid_request_gets_a_422_naming_the_problem(api, settings, body, field, words):
     answer = api.post("/predict", content=body, headers={"Content-Type": "application/json"})

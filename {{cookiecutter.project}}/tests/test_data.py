@@ -95,6 +95,7 @@ def test_float_features_accept_ints_and_floats_in_range():
     assert "finite" in data.value_problem(feature, math.inf)
     assert "expected a number" in data.value_problem(feature, "0.5")
     assert "boolean" in data.value_problem(feature, True)
+    assert "outside the range" in data.value_problem(feature, 10 ** 400)
 
 
 @pytest.mark.parametrize(
@@ -103,9 +104,10 @@ def test_float_features_accept_ints_and_floats_in_range():
         (record(country="france"), "row 0, field 'country': unknown category 'france'"),
         (record(subscriber_type=3), "field 'subscriber_type': expected a string, got int"),
         (record(age="12"), "row 0, field 'age': expected an integer, got str '12'"),
-        (record(age=True), "field 'age': expected a number, got a boolean"),
-        (record(age=12.0), "field 'age': expected an integer, got float"),
-        (record(age=float("nan")), "row 0, field 'age': value is missing (NaN/null)"),
+        (record(age=True), "field 'age': expected an integer, got a boolean"),
+        (record(age=34.5), "field 'age': expected an integer, got float 34.5"),
+        (record(age=float("nan")), "row 0, field 'age': value is missing"),
+        (record(age=""), "row 0, field 'age': value is missing"),
         (record(num_streams=None), "field 'num_streams': value is missing"),
         (record(age=101), "field 'age': value 101 is outside the range [18, 100]"),
         (record(num_streams=-1), "field 'num_streams': value -1 is outside the range"),
@@ -120,7 +122,7 @@ def test_float_features_accept_ints_and_floats_in_range():
     ],
     ids=[
         "unknown-category", "number-for-category", "string-for-integer", "boolean",
-        "float-for-integer", "nan", "null", "above-range", "below-range", "missing-field",
+        "fraction-for-integer", "nan", "empty-string", "null", "above-range", "below-range", "missing-field",
         "extra-field", "second-row", "row-not-a-dict", "empty-list", "not-records",
         "array-too-narrow", "array-of-strings",
     ],
@@ -141,14 +143,16 @@ def test_validation_error_carries_row_and_field():
     ("change", "expected"),
     [
         (lambda f: f.assign(age=[30.0, np.nan]), "row 1, field 'age': value is missing"),
-        (lambda f: f.assign(age=[True, False]), "row 0, field 'age': expected a number"),
+        (lambda f: f.assign(age=[True, False]), "row 0, field 'age': expected an integer"),
+        (lambda f: f.assign(age=pd.Series([30, True], dtype=object)),
+         "row 1, field 'age': expected an integer, got a boolean"),
         (lambda f: f.assign(age=[30, 120]), "row 1, field 'age': value 120 is outside"),
         (lambda f: f.assign(country=["singapore", "atlantis"]), "row 1, field 'country'"),
         (lambda f: f.assign(extra=1), "unexpected field 'extra'"),
         (lambda f: f.drop(columns="num_streams"), "missing field 'num_streams'"),
         (lambda f: f.iloc[0:0], "no rows"),
     ],
-    ids=["nan", "bool-column", "out-of-range", "unknown-category", "extra-column",
+    ids=["nan", "bool-column", "bool-among-ints", "out-of-range", "unknown-category", "extra-column",
          "missing-column", "empty"],
 )
 def test_invalid_frames_are_refused(change, expected):
@@ -249,7 +253,7 @@ def test_csv_without_target_holds_records_to_predict():
         ("country,age,subscriber_type\nsingapore,30,aavail_basic\n",
          "missing column 'num_streams'"),
         (HEADER + "singapore,30,aavail_basic,5,1\nsingapore,old,aavail_basic,5,1\n",
-         "line 3, column 'age': expected an integer, got 'old'"),
+         "line 3, column 'age': expected an integer, got str 'old'"),
         (HEADER + "singapore,,aavail_basic,5,1\n", "line 2, column 'age': value is missing"),
         (HEADER + "singapore,30.5,aavail_basic,5,1\n", "column 'age': expected an integer"),
         (HEADER + "mars,30,aavail_basic,5,1\n", "line 2, column 'country': unknown category"),
@@ -277,7 +281,7 @@ def test_invalid_csv_is_refused_naming_file_line_and_column(tmp_path, text, expe
          "line 2, column 'age': value 300 is outside"),
         ("singapore,30,aavail_basic,5,1\nsingapore,30,aavail_basic,x,1\n"
          "singapore,30,aavail_gold,5,1\n",
-         "line 3, column 'num_streams': expected an integer, got 'x'"),
+         "line 3, column 'num_streams': expected an integer, got str 'x'"),
         ("mars,300,aavail_basic,5,1\n", "line 2, column 'country'"),
     ],
     ids=["bad-category-above-unparsable", "out-of-range-above-unparsable",
@@ -307,12 +311,33 @@ def test_csv_that_is_not_text_is_refused(tmp_path):
         data.load_csv(path)
 
 
-def test_float_feature_columns_parse_from_csv():
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0.25", 0.25), ("1", 1), ("-3", -3), ("1e-05", 1e-05), ("2E3", 2000.0), ("12.0", 12.0),
+     (" 1", " 1"), ("+1", "+1"), ("01", "01"), (".5", ".5"), ("nan", "nan"), ("", "")],
+)
+def test_a_numeric_csv_cell_is_the_number_it_spells_in_json(text, value):
     feature = data.NumericFeature("ratio", 0, 1, integer=False)
-    text = pd.Series(["0.25", "1"])
-    assert data._parse_csv_column(feature, text, str).tolist() == [0.25, 1.0]
-    with pytest.raises(DataValidationError, match="expected a finite number, got 'x'"):
-        data._parse_csv_column(feature, pd.Series(["0.5", "x"]), lambda i: f"line {i + 2}")
+    read = data.read_cell(feature, text)
+    assert read == value and type(read) is type(value)
+
+
+def test_a_categorical_csv_cell_is_its_text():
+    assert data.read_cell(data.SCHEMA.features[0], "12") == "12"
+
+
+def test_a_whole_float_is_an_integer_and_becomes_one():
+    rows = data.validate_rows([record(age=34.0, num_streams=np.float64(17.0)), EXAMPLE])
+    assert rows == [EXAMPLE, EXAMPLE]
+    assert type(rows[0]["age"]) is int and type(rows[0]["num_streams"]) is int
+    assert rows[1] is EXAMPLE  # a valid record without whole floats is passed on as it is
+
+
+def test_a_csv_of_whole_floats_loads_as_integers(tmp_path):
+    path = write(tmp_path, HEADER + "singapore,30.0,aavail_basic,5e1,1.0\n")
+    frame = data.load_csv(path)
+    assert frame.iloc[0][["age", "num_streams", data.TARGET]].tolist() == [30, 50, 1]
+    assert frame["age"].dtype == "int64"
 
 
 def test_fingerprint_is_stable_and_sensitive_to_the_data():

@@ -10,9 +10,11 @@ and scores rows without it, and importing it costs a fifth of a second at start-
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,10 @@ class CategoricalFeature:
     kind: str = field(default="categorical", init=False)
 
     def __post_init__(self):
+        # The empty string is a missing value (an empty CSV cell), so it is no category.
+        if not all(isinstance(c, str) and c for c in self.categories):
+            raise ValueError(f"{self.name}: categories are non-empty strings, got "
+                             f"{self.categories!r}")
         # A set makes the membership test of every validated value O(1).
         object.__setattr__(self, "_allowed", frozenset(self.categories))
 
@@ -130,6 +136,8 @@ SCHEMA = Schema(
 FEATURES: list[str] = SCHEMA.feature_names
 TARGET: str = SCHEMA.target
 _FEATURE_SET = frozenset(FEATURES)
+_BY_NAME = {feature.name: feature for feature in SCHEMA.features}
+_INTEGER_FEATURES = tuple(f.name for f in SCHEMA.numeric if f.integer)
 
 Records = Union[Mapping, Sequence[Mapping], np.ndarray, "pd.DataFrame"]
 
@@ -181,16 +189,32 @@ def make_default_dataset(n_rows: int = 1000, seed: int = 20240) -> pd.DataFrame:
     return frame.astype(SCHEMA.dtypes)
 
 
+# ----------------------------------------------------------------------------- the input rule
+#
+# One rule decides whether a value is valid for a feature: ``value_problem``. Every entry
+# point applies it, directly or by construction: ``validate_rows`` (records: the CLI's JSON,
+# Python callers), ``load_csv`` (a CSV cell, once ``read_cell`` has read it), the DataFrame
+# validation (training data, monitoring), and the API's request types, which schemas.py
+# builds from SCHEMA to accept exactly what this rule accepts, so that pydantic-core enforces
+# it without a Python call per value. tests/test_input_rules.py runs one table of cases
+# through all of them. The rule, case by case, is in the README ("The input rules").
+
+MISSING = "value is missing"
+
+
 def _describe(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "a boolean"
+    if isinstance(value, np.generic):  # named as the Python number it is: float, not float64
+        value = value.item()
     text = repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
-    kind = "a boolean" if isinstance(value, (bool, np.bool_)) else type(value).__name__
-    return f"{kind} {text}" if kind != "a boolean" else kind
+    return f"{type(value).__name__} {text}"
 
 
 def _is_missing(value) -> bool:
-    if value is None:
+    if value is None or (isinstance(value, str) and value == ""):
         return True
     if isinstance(value, (float, np.floating)):
         return math.isnan(value)
@@ -200,47 +224,112 @@ def _is_missing(value) -> bool:
     return any(value is marker for marker in markers if marker is not None)
 
 
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
+
+
+def _whole(value) -> bool:
+    """Whether a number is a whole number (12 and 12.0 are; 12.5 and infinity are not)."""
+    return isinstance(value, (int, np.integer)) or float(value).is_integer()
+
+
 def value_problem(feature: Feature, value) -> str | None:
     """Describe what is wrong with ``value`` for ``feature``, or return None when it is valid.
 
-    Strict on purpose: booleans are not numbers, the string "12" is not an integer, and 12.0
-    is not an integer either, so that a client's type mistake is reported, not guessed at.
+    The one rule of every input. Missing: None, NaN, pandas' NA and the empty string. A
+    categorical value is a string that is exactly one of the categories (no trimming, no
+    change of case). A numeric value is a number (a boolean or a numeric string is not), finite
+    and within the range; an integer feature takes whole numbers, 12.0 included: JSON Schema
+    counts 12.0 as the integer 12, and so does the API's documented "integer".
     """
+    # The common valid values first: a known category, an int in range (exact types only).
+    if isinstance(feature, CategoricalFeature):
+        if type(value) is str and feature.allows(value):
+            return None
+    elif type(value) is int and feature.minimum <= value <= feature.maximum:
+        return None
     if _is_missing(value):
-        return "value is missing (NaN/null)"
+        return MISSING
     if isinstance(feature, CategoricalFeature):
         if not isinstance(value, str):
             return f"expected a string, got {_describe(value)}"
         if not feature.allows(value):
             return f"unknown category {value!r} (allowed: {', '.join(feature.categories)})"
         return None
-    if isinstance(value, (bool, np.bool_)):
-        return "expected a number, got a boolean"
+    if not _is_number(value):
+        return f"expected {'an integer' if feature.integer else 'a number'}, got {_describe(value)}"
     if feature.integer:
-        if not isinstance(value, (int, np.integer)):
+        if not _whole(value):
             return f"expected an integer, got {_describe(value)}"
-    elif not isinstance(value, (int, float, np.integer, np.floating)):
-        return f"expected a number, got {_describe(value)}"
-    elif not math.isfinite(value):
-        return f"expected a finite number, got {value!r}"
+        value = int(value)
+    elif isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return f"expected a finite number, got {_describe(value)}"
     if not feature.minimum <= value <= feature.maximum:
         return f"value {value} is outside the range [{feature.minimum}, {feature.maximum}]"
     return None
 
 
-def _field_mismatch(row: Mapping, index: int) -> DataValidationError:
-    missing = [name for name in FEATURES if name not in row]
-    if missing:
-        return DataValidationError(
-            f"row {index}: missing field {missing[0]!r} (expected fields: {', '.join(FEATURES)})",
-            row=index, field=missing[0],
-        )
-    extra = sorted(str(key) for key in row if key not in _FEATURE_SET)
-    return DataValidationError(
-        f"row {index}: unexpected field {extra[0]!r} (expected fields: {', '.join(FEATURES)})",
-        row=index, field=extra[0],
-    )
+def schema_value(feature: Feature, value):
+    """``value`` as the feature's type holds it: an integer feature's 12.0 becomes 12.
 
+    Any other value is returned as it is; use it on values the rule accepts.
+    """
+    if (isinstance(feature, NumericFeature) and feature.integer
+            and isinstance(value, (float, np.floating)) and value.is_integer()):
+        return int(value)
+    return value
+
+
+# A CSV cell of a numeric column is the number it spells in JSON's notation (12, -3, 12.0,
+# 1e3), so that a file and a JSON record holding the same values are read alike.
+_JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def read_cell(feature: Feature, text: str):
+    """The value a CSV cell holds for ``feature``.
+
+    A CSV has no types: in a numeric column, a cell that spells a number as JSON writes one is
+    that number; any other cell (``" 12"``, ``"+12"``, ``"nan"``, ``""``) is its text, exactly
+    as written, and ``value_problem`` says what is wrong with it.
+    """
+    if isinstance(feature, NumericFeature):
+        if _JSON_INTEGER.fullmatch(text):
+            return int(text)
+        if _JSON_NUMBER.fullmatch(text):
+            return float(text)
+    return text
+
+
+def target_problem(value) -> str | None:
+    """Describe what is wrong with a target value, or return None when it is one of the classes.
+
+    Numbers as in ``value_problem``: 1.0 is the class 1, True and "1" are not classes.
+    """
+    if _is_missing(value):
+        return MISSING
+    if _is_number(value) and _whole(value) and int(value) in SCHEMA.classes:
+        return None
+    return f"expected one of {', '.join(map(str, SCHEMA.classes))}, got {_describe(value)}"
+
+
+def missing_field(name: str) -> str:
+    """The problem of a record without the field ``name``."""
+    return f"missing field {name!r} (expected fields: {', '.join(FEATURES)})"
+
+
+def unexpected_field(name) -> str:
+    """The problem of a record with the field ``name``, which is not in the schema."""
+    return f"unexpected field {str(name)!r} (expected fields: {', '.join(FEATURES)})"
+
+
+def feature_named(name) -> Feature | None:
+    """The schema's feature called ``name``, or None."""
+    return _BY_NAME.get(name) if isinstance(name, str) else None
+
+
+# ----------------------------------------------------------------------------- records
 
 def _array_rows(array: np.ndarray) -> list[dict]:
     """Rows of a 1-D (one record) or 2-D array whose columns are the features in schema order."""
@@ -253,16 +342,35 @@ def _array_rows(array: np.ndarray) -> list[dict]:
     return [dict(zip(FEATURES, row)) for row in table.tolist()]
 
 
+def _row_problem(row: Mapping, index: int) -> DataValidationError:
+    """The first problem of a record whose fields are not the schema's, in the order the API
+    reports them: the fields in schema order (each missing or invalid), then the first field
+    that is not in the schema."""
+    for feature in SCHEMA.features:
+        if feature.name not in row:
+            return DataValidationError(f"row {index}: {missing_field(feature.name)}",
+                                       row=index, field=feature.name)
+        problem = value_problem(feature, row[feature.name])
+        if problem is not None:
+            return DataValidationError(f"row {index}, field {feature.name!r}: {problem}",
+                                       row=index, field=feature.name)
+    extra = next(key for key in row if key not in _FEATURE_SET)
+    return DataValidationError(f"row {index}: {unexpected_field(extra)}",
+                               row=index, field=str(extra))
+
+
 def validate_rows(records: Mapping | Sequence[Mapping] | np.ndarray) -> list[Mapping]:
     """Validate one record, a list of records or an array of rows; return a list of records.
 
     The fast path of prediction: no DataFrame is built, so a single row costs microseconds.
     An array holds the features in schema order (use ``dtype=object`` to keep mixed types).
+    A record whose integer feature holds a whole float (12.0) is returned as a copy holding
+    the int; the others are returned as they are.
     """
     if isinstance(records, Mapping):
         rows = [records]
     elif isinstance(records, (list, tuple)):
-        rows = records
+        rows = list(records)
     elif isinstance(records, np.ndarray):
         rows = _array_rows(records)
     else:
@@ -279,15 +387,17 @@ def validate_rows(records: Mapping | Sequence[Mapping] | np.ndarray) -> list[Map
                 f"row {index}: expected a record (dict), got {_describe(row)}", row=index
             )
         if row.keys() != _FEATURE_SET:
-            raise _field_mismatch(row, index)
+            raise _row_problem(row, index)
         for feature in features:
             problem = value_problem(feature, row[feature.name])
             if problem is not None:
-                raise DataValidationError(
-                    f"row {index}, field {feature.name!r}: {problem}",
-                    row=index, field=feature.name,
-                )
-    return list(rows)
+                raise DataValidationError(f"row {index}, field {feature.name!r}: {problem}",
+                                          row=index, field=feature.name)
+        floats = {name: int(row[name]) for name in _INTEGER_FEATURES
+                  if isinstance(row[name], (float, np.floating))}
+        if floats:
+            rows[index] = {**row, **floats}
+    return rows
 
 
 def rows_to_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
@@ -298,56 +408,61 @@ def rows_to_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
     return frame.astype(SCHEMA.dtypes)
 
 
-def _first_problem(feature: Feature, column: pd.Series) -> tuple[int, str] | None:
-    """Find the first invalid value of a column: vectorised when the dtype allows it."""
+# ----------------------------------------------------------------------------- tables
+
+def _distinct(values: np.ndarray, *, strings: bool = False) -> tuple[np.ndarray, list]:
+    """The distinct values of a column and, for each row, the index of its value among them.
+
+    Python holds 1, 1.0 and True equal, so hashing would give a boolean in a column of
+    numbers a number's verdict: a column of Python objects is keyed by type and value. A typed
+    column (or one of strings only, ``strings``) goes to pandas' factorize.
+    """
     import pandas as pd  # start-up cost: see the module docstring
 
-    values = column.to_numpy()
-    if isinstance(feature, CategoricalFeature):
-        bad = ~column.isin(feature.categories).to_numpy()
-    elif pd.api.types.is_bool_dtype(column.dtype):
-        bad = np.ones(len(values), dtype=bool)
-    elif pd.api.types.is_integer_dtype(column.dtype) and not column.hasnans:
-        bad = (values < feature.minimum) | (values > feature.maximum)
-    elif pd.api.types.is_float_dtype(column.dtype):
-        # pandas stores an integer column that has a NaN as floats: report the NaN, and accept
-        # whole numbers in a float column for an integer feature.
-        values = column.to_numpy(dtype=float, na_value=np.nan)
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(values) | (values < feature.minimum) | (values > feature.maximum)
-            if feature.integer:
-                bad |= values != np.round(values)
-        for position in np.flatnonzero(bad):
-            value = float(values[position])
-            if feature.integer and value.is_integer():
-                value = int(value)
-            return int(position), value_problem(feature, value) or "invalid value"
+    if strings or values.dtype != object:
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        return np.asarray(codes), list(uniques)
+    index: dict = {}
+    uniques: list = []
+    codes = np.empty(len(values), dtype=np.intp)
+    for position, value in enumerate(values):
+        try:
+            code = index.setdefault((type(value), value), len(uniques))
+        except TypeError:  # an unhashable value (a list): its own entry
+            code = len(uniques)
+        if code == len(uniques):
+            uniques.append(value)
+        codes[position] = code
+    return codes, uniques
+
+
+def _first_problem(check, codes: np.ndarray, uniques: list) -> tuple[int, str] | None:
+    """The first row whose value ``check`` refuses, and the problem; None when all pass.
+
+    ``check`` (the rule) is asked once per distinct value, so a million rows of a few hundred
+    distinct values cost a few hundred calls.
+    """
+    problems = [check(value) for value in uniques]
+    bad = [code for code, problem in enumerate(problems) if problem is not None]
+    if not bad:
         return None
-    else:
-        bad = np.ones(len(values), dtype=bool)  # object or mixed dtype: check value by value
-    for position in np.flatnonzero(bad):
-        problem = value_problem(feature, column.iloc[position])
-        if problem is not None:
-            return int(position), problem
-    return None
+    position = int(np.flatnonzero(np.isin(codes, bad))[0])
+    return position, problems[codes[position]]
 
 
-def _check_target(column: pd.Series, where) -> pd.Series:
-    allowed = set(SCHEMA.classes)
-    for position, value in enumerate(column.tolist()):
-        if _is_missing(value):
-            raise DataValidationError(
-                f"{where(position)}, column {TARGET!r}: value is missing (NaN/null)",
-                row=position, field=TARGET,
-            )
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or value not in allowed):
-            raise DataValidationError(
-                f"{where(position)}, column {TARGET!r}: expected one of "
-                f"{', '.join(map(str, SCHEMA.classes))}, got {_describe(value)}",
-                row=position, field=TARGET,
-            )
-    return column.astype("int64")
+def _raise_first(problems: list[tuple[int, int, str, str]], where, noun: str) -> None:
+    """Raise the problem nearest the top; on its row, the one of the leftmost column."""
+    if problems:
+        position, _, name, problem = min(problems)
+        raise DataValidationError(f"{where(position)}, {noun} {name!r}: {problem}",
+                                  row=position, field=name)
+
+
+def _checks(with_target: bool) -> list[tuple[str, object]]:
+    """(name, rule) of each column of a table, in schema order."""
+    checks = [(feature.name, functools.partial(value_problem, feature))
+              for feature in SCHEMA.features]
+    return checks + ([(TARGET, target_problem)] if with_target else [])
 
 
 def _validate_frame(frame: pd.DataFrame, *, with_target: bool, allow_extra: bool, where,
@@ -365,17 +480,15 @@ def _validate_frame(frame: pd.DataFrame, *, with_target: bool, allow_extra: bool
         )
     if len(frame) == 0:
         raise DataValidationError("no rows: expected at least one")
-    for feature in SCHEMA.features:
-        found = _first_problem(feature, frame[feature.name])
+    problems = []
+    for order, (name, check) in enumerate(_checks(with_target)):
+        found = _first_problem(check, *_distinct(frame[name].to_numpy()))
         if found is not None:
-            position, problem = found
-            raise DataValidationError(
-                f"{where(position)}, {noun} {feature.name!r}: {problem}",
-                row=position, field=feature.name,
-            )
+            problems.append((found[0], order, name, found[1]))
+    _raise_first(problems, where, noun)
     result = frame[FEATURES].astype(SCHEMA.dtypes).reset_index(drop=True)
     if with_target:
-        result[TARGET] = _check_target(frame[TARGET].reset_index(drop=True), where)
+        result[TARGET] = frame[TARGET].astype("int64").reset_index(drop=True)
     return result
 
 
@@ -384,8 +497,7 @@ def validate_records(records: Records) -> pd.DataFrame:
 
     Returns a DataFrame of the features in model order. Raises ``DataValidationError`` naming
     the row, the field and the problem: a missing or unexpected field, a missing value or NaN,
-    a wrong type, an unknown category, a value out of range. In a DataFrame, a float column of
-    whole numbers counts as integers (pandas turns an integer column with a NaN into floats).
+    a wrong type, an unknown category, a value out of range (``value_problem`` is the rule).
     """
     if is_frame(records):
         return _validate_frame(
@@ -403,65 +515,13 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-_INTEGER = r"\s*[+-]?\d{1,18}\s*"
-
-
-def _first_unparsable(feature: Feature, text: pd.Series) -> tuple[int, str] | None:
-    """The position of the first value of a column read as strings that is not of the
-    feature's type, and the problem; None when every value parses."""
-    import pandas as pd  # start-up cost: see the module docstring
-
-    if isinstance(feature, CategoricalFeature):
-        return None
-    if feature.integer:
-        bad = ~text.str.fullmatch(_INTEGER)
-    else:
-        parsed = pd.to_numeric(text, errors="coerce")
-        bad = parsed.isna().to_numpy() | ~np.isfinite(parsed.to_numpy(dtype=float))
-    positions = np.flatnonzero(np.asarray(bad))
-    if not len(positions):
-        return None
-    position = int(positions[0])
-    value = text.iloc[position]
-    kind = "an integer" if feature.integer else "a finite number"
-    problem = ("value is missing (empty)" if not value.strip()
-               else f"expected {kind}, got {value!r}")
-    return position, problem
-
-
-def _parse_csv_column(feature: Feature, text: pd.Series, where) -> pd.Series:
-    """Parse one column read as strings into the feature's type, naming the first bad line."""
-    import pandas as pd  # start-up cost: see the module docstring
-
-    unparsable = _first_unparsable(feature, text)
-    if unparsable is not None:
-        position, problem = unparsable
-        raise DataValidationError(
-            f"{where(position)}, column {feature.name!r}: {problem}",
-            row=position, field=feature.name,
-        )
-    if isinstance(feature, CategoricalFeature):
-        return text.astype(object)
-    if feature.integer:
-        return text.astype("int64")
-    return pd.to_numeric(text).astype("float64")
-
-
-def _first_csv_problem(feature: Feature, text: pd.Series) -> tuple[int, str] | None:
-    """The first bad line of a column read as strings: a value that is not of the feature's
-    type, or an earlier one that is but breaks the feature's rule (range, category)."""
-    unparsable = _first_unparsable(feature, text)
-    end = len(text) if unparsable is None else unparsable[0]
-    head = _parse_csv_column(feature, text.iloc[:end], str)
-    return _first_problem(feature, head) or unparsable
-
-
 def load_csv(source: str | os.PathLike | IO, *, with_target: bool = True,
              name: str | None = None) -> pd.DataFrame:
     """Read and validate a CSV file (a path or an open text stream) against the schema.
 
     With ``with_target`` the target column is required (training data); without it the file
-    holds records to predict. Columns not in the schema are ignored. Raises
+    holds records to predict. Columns not in the schema are ignored. Each cell is read with
+    ``read_cell`` and checked with the rule every record follows (``value_problem``). Raises
     ``DataValidationError`` naming the file (or ``name``), line and column of the first bad
     line, the one nearest the top (on that line, the leftmost bad column).
     """
@@ -491,27 +551,23 @@ def load_csv(source: str | os.PathLike | IO, *, with_target: bool = True,
     def where(position: int) -> str:
         return f"{name}, line {position + 2}"  # line 1 is the header
 
-    columns = list(SCHEMA.features)
-    if with_target:
-        columns.append(NumericFeature(TARGET, min(SCHEMA.classes), max(SCHEMA.classes)))
-    # Each column's first bad line, then the earliest of them: a file with several bad
-    # values is reported from the top, whichever column the first one is in.
-    problems = [
-        (found[0], order, feature.name, found[1])
-        for order, feature in enumerate(columns)
-        if (found := _first_csv_problem(feature, text[feature.name])) is not None
-    ]
-    if problems:
-        position, _, column, problem = min(problems)
-        raise DataValidationError(f"{where(position)}, column {column!r}: {problem}",
-                                  row=position, field=column)
-    parsed = pd.DataFrame(
-        {feature.name: _parse_csv_column(feature, text[feature.name], where)
-         for feature in columns}
-    )
-    return _validate_frame(
-        parsed, with_target=with_target, allow_extra=False, where=where, noun="column"
-    )
+    target = NumericFeature(TARGET, min(SCHEMA.classes), max(SCHEMA.classes))
+    readers = [*SCHEMA.features, target]
+    dtypes = {**SCHEMA.dtypes, TARGET: "int64"}
+    problems, columns = [], {}
+    for order, (column, check) in enumerate(_checks(with_target)):
+        feature = readers[order]
+        codes, cells = _distinct(text[column].to_numpy(), strings=True)
+        values = [read_cell(feature, cell) for cell in cells]
+        found = _first_problem(check, codes, values)
+        if found is not None:
+            problems.append((found[0], order, column, found[1]))
+        elif not problems:
+            values = [schema_value(feature, value) for value in values]
+            columns[column] = np.asarray(values, dtype=dtypes[column])[codes]
+    _raise_first(problems, where, "column")
+    # astype: pandas would otherwise infer its string dtype for the categorical columns.
+    return pd.DataFrame(columns).astype({column: dtypes[column] for column in columns})
 
 
 def canonical_csv(frame: pd.DataFrame) -> bytes:

@@ -1,9 +1,13 @@
 """The API's request and response types, and the JSON bodies it answers with.
 
 The request types are generated from ``data.SCHEMA``, so the API validates exactly the
-features the model takes; the same types document ``POST /predict`` in the OpenAPI schema.
-Every refusal has one body, ``ErrorResponse``, built by ``error_response``.
+features the model takes, by the rule every other input follows (``data.value_problem``);
+the same types document ``POST /predict`` in the OpenAPI schema. Every refusal has one body,
+``ErrorResponse``, built by ``error_response``; a refused record's problems are worded by the
+data rule, as the CLI and the CSV loader word them.
 """
+
+import functools
 
 from typing import Annotated, Literal, Union
 
@@ -30,23 +34,18 @@ JSON = "application/json"
 
 # ----------------------------------------------------------------------------- request types
 
-def _integral_float_to_int(value):
-    # JSON Schema's "integer" includes 34.0 (the same number as 34); the API documents
-    # "integer", so it takes it. Booleans, strings and 34.5 still fail the strict check.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def record_model(*, whole_floats: bool = True) -> type:
     """The request type of one record, generated from ``data.SCHEMA``.
 
-    Strict like ``data.validate_rows``: exact fields, booleans and numeric strings are not
-    numbers, 12.5 is not an integer, categories are a closed set and numbers have a range.
-    One difference: 12.0 counts as the integer 12, as JSON Schema (the documented contract)
-    defines it; the row passed on holds the int. ``whole_floats=False`` leaves that out: no
-    Python callback per value, so validation runs in pydantic-core alone, twice as fast.
-    A TypedDict rather than a model: validation yields the plain dicts prediction takes.
+    It accepts what ``data.value_problem`` accepts, enforced by pydantic-core's own checks:
+    exact fields; strict types, so booleans and numeric strings are not numbers and a null
+    or an empty string is no category; categories a closed set, compared exactly; numbers in
+    their range; no NaN or infinity. An integer written 12.0 is the integer 12, as JSON
+    Schema (the documented contract) and the data rule count it; the row passed on holds the
+    int (``data.schema_value``). ``whole_floats=False`` leaves that out: no Python callback
+    per value, so validation runs in pydantic-core alone, twice as fast (the service tries
+    that type first). A TypedDict rather than a model: validation yields the plain dicts
+    prediction takes.
     """
     fields = {}
     for feature in data.SCHEMA.features:
@@ -57,7 +56,8 @@ def record_model(*, whole_floats: bool = True) -> type:
             limits = Field(ge=feature.minimum, le=feature.maximum,
                            description=feature.description)
             if feature.integer:
-                accept = [BeforeValidator(_integral_float_to_int)] if whole_floats else []
+                whole = functools.partial(data.schema_value, feature)
+                accept = [BeforeValidator(whole)] if whole_floats else []
                 fields[feature.name] = Annotated[(StrictInt, limits, *accept)]
             else:  # a float feature takes whole numbers too, but never NaN or infinity
                 fields[feature.name] = Annotated[float, limits, Field(allow_inf_nan=False)]
@@ -194,11 +194,35 @@ def _field(location) -> str:
     return ".".join(parts) or "body"
 
 
+def _record_problem(item: dict) -> str | None:
+    """The data rule's words for a problem of a ``/predict`` record's field, else None.
+
+    Only the prediction body's union tags its locations ("record", "batch"), so another
+    body's field that happens to share a feature's name keeps pydantic's words.
+    """
+    location = item["loc"]
+    if location[:1] == ("record",) and len(location) == 2:
+        name = location[1]
+    elif (location[:2] == ("batch", "records") and len(location) == 4
+          and isinstance(location[2], int)):
+        name = location[3]
+    else:
+        return None
+    if item["type"] == "extra_forbidden":
+        return data.unexpected_field(name)
+    feature = data.feature_named(name)
+    if feature is None:
+        return None
+    if item["type"] == "missing":
+        return data.missing_field(name)
+    return data.value_problem(feature, item["input"])
+
+
 def error_items(error: ValidationError | RequestValidationError) -> list[dict]:
     """The problems of a pydantic error as ``{"field", "message"}`` items."""
     items = []
     for item in error.errors():
-        message = item["msg"]
+        message = _record_problem(item) or item["msg"]
         if item["type"] == "json_invalid":
             message = f"invalid JSON: {item.get('ctx', {}).get('error', message)}"
         items.append({"field": _field(item["loc"]), "message": message})
