@@ -122,8 +122,8 @@ def test_float_features_accept_ints_and_floats_in_range():
     ],
     ids=[
         "unknown-category", "number-for-category", "string-for-integer", "boolean",
-        "fraction-for-integer", "nan", "empty-string", "null", "above-range", "below-range", "missing-field",
-        "extra-field", "second-row", "row-not-a-dict", "empty-list", "not-records",
+        "fraction-for-integer", "nan", "empty-string", "null", "above-range", "below-range",
+        "missing-field", "extra-field", "second-row", "row-not-a-dict", "empty-list", "not-records",
         "array-too-narrow", "array-of-strings",
     ],
 )
@@ -152,8 +152,8 @@ def test_validation_error_carries_row_and_field():
         (lambda f: f.drop(columns="num_streams"), "missing field 'num_streams'"),
         (lambda f: f.iloc[0:0], "no rows"),
     ],
-    ids=["nan", "bool-column", "bool-among-ints", "out-of-range", "unknown-category", "extra-column",
-         "missing-column", "empty"],
+    ids=["nan", "bool-column", "bool-among-ints", "out-of-range", "unknown-category",
+         "extra-column", "missing-column", "empty"],
 )
 def test_invalid_frames_are_refused(change, expected):
     frame = change(pd.DataFrame([EXAMPLE, EXAMPLE]))

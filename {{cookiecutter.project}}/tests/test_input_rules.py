@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+from pydantic import TypeAdapter, ValidationError
 
-from {{ cookiecutter.package }} import cli, data, logs, service
+from {{ cookiecutter.package }} import cli, data, logs, schemas, service
 
 ABSENT = object()  # the field (the CSV column) is left out
 SAME = object()  # the CSV's outcome is the records' outcome
@@ -197,3 +199,58 @@ def test_every_entry_point_applies_the_same_rule(case, served_settings, tmp_path
     for entry, outcome in outcomes.items():  # an accepted integer reaches the model as an int
         if outcome.message is None and isinstance(outcome.accepted, (int, float)):
             assert type(outcome.accepted) is type(expected(entry)[1]), entry
+
+
+# Every kind of feature a schema can have, the float one included (the example has none).
+KINDS = data.Schema(
+    features=(
+        data.CategoricalFeature("plan", ("basic", "premium")),
+        data.NumericFeature("age", 18, 100, integer=True),
+        data.NumericFeature("ratio", 0.0, 1.0, integer=False),
+        data.NumericFeature("balance", -1e6, 1e6, integer=False),
+    ),
+    target="y", target_description="", classes=(0, 1),
+    example={"plan": "basic", "age": 30, "ratio": 0.5, "balance": 0.0},
+)
+any_value = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(-2, 120),
+    st.floats(), st.floats(-2, 120).map(round), st.floats(-2, 120).map(lambda x: float(round(x))),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=6),  # JSON holds no lone surrogate
+    st.sampled_from(["basic", " basic", "Basic", "", "30", "0.5"]),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+def request_type(**options) -> TypeAdapter:
+    """The body of ``POST /predict`` for a schema, as the service builds it."""
+    record = schemas.record_model(schema=KINDS, **options)
+    return TypeAdapter(schemas.predict_request_type(record, schemas.batch_model(record, 10)))
+
+
+DOCUMENTED, STRICT = request_type(), request_type(whole_floats=False)
+
+
+@hypothesis_settings(max_examples=1500, deadline=None)
+@given(st.sampled_from(KINDS.features), any_value)
+def test_the_api_request_type_accepts_exactly_what_the_rule_accepts(feature, value):
+    """For every kind of feature and any JSON value: the request type accepts it when
+    ``data.value_problem`` does and passes on ``data.schema_value`` of it, or refuses it in the
+    rule's words; the strict twin the service tries first accepts nothing more."""
+    body = json.dumps({**KINDS.example, feature.name: value})
+    problem = data.value_problem(feature, value)
+    try:
+        passed_on = DOCUMENTED.validate_json(body)[feature.name]
+    except ValidationError as error:
+        assert problem is not None, f"the API refuses {value!r}: {error}"
+        first = schemas.error_items(error, KINDS)[0]
+        assert first == {"field": feature.name, "message": problem}
+    else:
+        assert problem is None, f"the API accepts {value!r}; the rule: {problem}"
+        expected = data.schema_value(feature, value)
+        assert passed_on == expected and type(passed_on) is type(expected)
+    try:
+        STRICT.validate_json(body)
+    except ValidationError:
+        pass
+    else:
+        assert problem is None

@@ -82,6 +82,10 @@ class Schema:
     classes: tuple[int, ...]
     example: dict
 
+    def feature(self, name) -> Feature | None:
+        """The feature called ``name``, or None."""
+        return next((feature for feature in self.features if feature.name == name), None)
+
     @property
     def feature_names(self) -> list[str]:
         """Feature names in model order."""
@@ -136,8 +140,8 @@ SCHEMA = Schema(
 FEATURES: list[str] = SCHEMA.feature_names
 TARGET: str = SCHEMA.target
 _FEATURE_SET = frozenset(FEATURES)
-_BY_NAME = {feature.name: feature for feature in SCHEMA.features}
-_INTEGER_FEATURES = tuple(f.name for f in SCHEMA.numeric if f.integer)
+# The numeric features, and the Python type a valid value of each already has.
+_NUMERIC = tuple((f.name, f, int if f.integer else float) for f in SCHEMA.numeric)
 
 Records = Union[Mapping, Sequence[Mapping], np.ndarray, "pd.DataFrame"]
 
@@ -271,13 +275,17 @@ def value_problem(feature: Feature, value) -> str | None:
 
 
 def schema_value(feature: Feature, value):
-    """``value`` as the feature's type holds it: an integer feature's 12.0 becomes 12.
+    """``value`` as the feature's type holds it: an integer feature's 12.0 becomes the int 12,
+    a float feature's 12 the float 12.0 (as the API's request type passes them on).
 
     Any other value is returned as it is; use it on values the rule accepts.
     """
-    if (isinstance(feature, NumericFeature) and feature.integer
-            and isinstance(value, (float, np.floating)) and value.is_integer()):
-        return int(value)
+    if isinstance(feature, NumericFeature):
+        if feature.integer:
+            if isinstance(value, (float, np.floating)) and value.is_integer():
+                return int(value)
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return float(value)
     return value
 
 
@@ -314,19 +322,14 @@ def target_problem(value) -> str | None:
     return f"expected one of {', '.join(map(str, SCHEMA.classes))}, got {_describe(value)}"
 
 
-def missing_field(name: str) -> str:
-    """The problem of a record without the field ``name``."""
-    return f"missing field {name!r} (expected fields: {', '.join(FEATURES)})"
+def missing_field(name: str, fields: Sequence[str] = FEATURES) -> str:
+    """The problem of a record without the field ``name``; ``fields`` are the expected ones."""
+    return f"missing field {name!r} (expected fields: {', '.join(fields)})"
 
 
-def unexpected_field(name) -> str:
-    """The problem of a record with the field ``name``, which is not in the schema."""
-    return f"unexpected field {str(name)!r} (expected fields: {', '.join(FEATURES)})"
-
-
-def feature_named(name) -> Feature | None:
-    """The schema's feature called ``name``, or None."""
-    return _BY_NAME.get(name) if isinstance(name, str) else None
+def unexpected_field(name, fields: Sequence[str] = FEATURES) -> str:
+    """The problem of a record with the field ``name``, which is not one of ``fields``."""
+    return f"unexpected field {str(name)!r} (expected fields: {', '.join(fields)})"
 
 
 # ----------------------------------------------------------------------------- records
@@ -364,8 +367,8 @@ def validate_rows(records: Mapping | Sequence[Mapping] | np.ndarray) -> list[Map
 
     The fast path of prediction: no DataFrame is built, so a single row costs microseconds.
     An array holds the features in schema order (use ``dtype=object`` to keep mixed types).
-    A record whose integer feature holds a whole float (12.0) is returned as a copy holding
-    the int; the others are returned as they are.
+    A record whose numeric value is not of its feature's type (12.0 for an integer, 12 for a
+    float) is returned as a copy holding ``schema_value`` of it; the others as they are.
     """
     if isinstance(records, Mapping):
         rows = [records]
@@ -393,10 +396,13 @@ def validate_rows(records: Mapping | Sequence[Mapping] | np.ndarray) -> list[Map
             if problem is not None:
                 raise DataValidationError(f"row {index}, field {feature.name!r}: {problem}",
                                           row=index, field=feature.name)
-        floats = {name: int(row[name]) for name in _INTEGER_FEATURES
-                  if isinstance(row[name], (float, np.floating))}
-        if floats:
-            rows[index] = {**row, **floats}
+        changed = None
+        for name, feature, kind in _NUMERIC:
+            value = row[name]
+            if type(value) is not kind and (typed := schema_value(feature, value)) is not value:
+                changed = {**(changed or row), name: typed}
+        if changed is not None:
+            rows[index] = changed
     return rows
 
 

@@ -34,8 +34,8 @@ JSON = "application/json"
 
 # ----------------------------------------------------------------------------- request types
 
-def record_model(*, whole_floats: bool = True) -> type:
-    """The request type of one record, generated from ``data.SCHEMA``.
+def record_model(*, whole_floats: bool = True, schema: data.Schema = data.SCHEMA) -> type:
+    """The request type of one record, generated from ``schema`` (``data.SCHEMA``).
 
     It accepts what ``data.value_problem`` accepts, enforced by pydantic-core's own checks:
     exact fields; strict types, so booleans and numeric strings are not numbers and a null
@@ -48,7 +48,7 @@ def record_model(*, whole_floats: bool = True) -> type:
     prediction takes.
     """
     fields = {}
-    for feature in data.SCHEMA.features:
+    for feature in schema.features:
         if isinstance(feature, data.CategoricalFeature):
             kind = Literal[feature.categories]  # type: ignore[valid-type]
             fields[feature.name] = Annotated[kind, Field(description=feature.description)]
@@ -63,7 +63,7 @@ def record_model(*, whole_floats: bool = True) -> type:
                 fields[feature.name] = Annotated[float, limits, Field(allow_inf_nan=False)]
     record = TypedDict("Record", fields)
     record.__pydantic_config__ = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [data.SCHEMA.example]})
+        extra="forbid", strict=True, json_schema_extra={"examples": [schema.example]})
     return record
 
 
@@ -194,7 +194,7 @@ def _field(location) -> str:
     return ".".join(parts) or "body"
 
 
-def _record_problem(item: dict) -> str | None:
+def _record_problem(item: dict, schema: data.Schema) -> str | None:
     """The data rule's words for a problem of a ``/predict`` record's field, else None.
 
     Only the prediction body's union tags its locations ("record", "batch"), so another
@@ -209,20 +209,22 @@ def _record_problem(item: dict) -> str | None:
     else:
         return None
     if item["type"] == "extra_forbidden":
-        return data.unexpected_field(name)
-    feature = data.feature_named(name)
+        return data.unexpected_field(name, schema.feature_names)
+    feature = schema.feature(name)
     if feature is None:
         return None
     if item["type"] == "missing":
-        return data.missing_field(name)
+        return data.missing_field(name, schema.feature_names)
     return data.value_problem(feature, item["input"])
 
 
-def error_items(error: ValidationError | RequestValidationError) -> list[dict]:
-    """The problems of a pydantic error as ``{"field", "message"}`` items."""
+def error_items(error: ValidationError | RequestValidationError,
+                schema: data.Schema = data.SCHEMA) -> list[dict]:
+    """The problems of a pydantic error as ``{"field", "message"}`` items; a ``/predict``
+    record's (of ``schema``) are worded by the data rule."""
     items = []
     for item in error.errors():
-        message = _record_problem(item) or item["msg"]
+        message = _record_problem(item, schema) or item["msg"]
         if item["type"] == "json_invalid":
             message = f"invalid JSON: {item.get('ctx', {}).get('error', message)}"
         items.append({"field": _field(item["loc"]), "message": message})
