@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from {{ cookiecutter.package }} import cli, data, logs, schemas, service
+from {{ cookiecutter.package }} import cli, data, logs
+from {{ cookiecutter.package }}.serving import api_types, responses, service
 
 ABSENT = object()  # the field (the CSV column) is left out
 SAME = object()  # the CSV's outcome is the records' outcome
@@ -223,8 +224,8 @@ any_value = st.one_of(
 
 def request_type(**options) -> TypeAdapter:
     """The body of ``POST /predict`` for a schema, as the service builds it."""
-    record = schemas.record_model(schema=KINDS, **options)
-    return TypeAdapter(schemas.predict_request_type(record, schemas.batch_model(record, 10)))
+    record = api_types.record_model(schema=KINDS, **options)
+    return TypeAdapter(api_types.predict_request_type(record, api_types.batch_model(record, 10)))
 
 
 DOCUMENTED, STRICT = request_type(), request_type(whole_floats=False)
@@ -242,7 +243,7 @@ def test_the_api_request_type_accepts_exactly_what_the_rule_accepts(feature, val
         passed_on = DOCUMENTED.validate_json(body)[feature.name]
     except ValidationError as error:
         assert problem is not None, f"the API refuses {value!r}: {error}"
-        first = schemas.error_items(error, KINDS)[0]
+        first = responses.error_items(error, KINDS)[0]
         assert first == {"field": feature.name, "message": problem}
     else:
         assert problem is None, f"the API accepts {value!r}; the rule: {problem}"

@@ -24,9 +24,9 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import logs, scoring
-from .schemas import error_items, error_response, error_summary, json_response
-from .served_model import ModelState
+from .. import logs, scoring
+from .model_state import ModelState
+from .responses import error_items, error_response, error_summary, json_response
 
 logger = logging.getLogger(__name__)
 

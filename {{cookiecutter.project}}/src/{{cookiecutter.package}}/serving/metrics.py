@@ -2,7 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from . import scoring
+from .. import scoring
 
 
 class Metrics:
