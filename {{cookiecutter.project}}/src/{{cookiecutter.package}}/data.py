@@ -198,7 +198,7 @@ def make_default_dataset(n_rows: int = 1000, seed: int = 20240) -> pd.DataFrame:
 # One rule decides whether a value is valid for a feature: ``value_problem``. Every entry
 # point applies it, directly or by construction: ``validate_rows`` (records: the CLI's JSON,
 # Python callers), ``load_csv`` (a CSV cell, once ``read_cell`` has read it), the DataFrame
-# validation (training data, monitoring), and the API's request types, which schemas.py
+# validation (training data, monitoring), and the API's request types, which serving.api_types
 # builds from SCHEMA to accept exactly what this rule accepts, so that pydantic-core enforces
 # it without a Python call per value. tests/test_input_rules.py runs one table of cases
 # through all of them. The rule, case by case, is in the README ("The input rules").
