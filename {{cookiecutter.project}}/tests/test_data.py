@@ -88,6 +88,15 @@ def test_numpy_integers_are_integers():
     assert data.validate_rows(record(age=np.int64(40)))
 
 
+def test_numpy_strings_are_strings():
+    assert data.validate_rows(record(country=np.str_("singapore")))
+
+
+def test_the_empty_string_is_no_category():
+    with pytest.raises(ValueError, match="categories are non-empty strings"):
+        data.CategoricalFeature("plan", ("basic", ""))
+
+
 def test_float_features_accept_ints_and_floats_in_range():
     feature = data.NumericFeature("ratio", 0, 1, integer=False)
     assert data.value_problem(feature, 0.5) is None
@@ -113,6 +122,7 @@ def test_float_features_accept_ints_and_floats_in_range():
         (record(num_streams=-1), "field 'num_streams': value -1 is outside the range"),
         ({k: v for k, v in EXAMPLE.items() if k != "age"}, "row 0: missing field 'age'"),
         (record(customer_id=7), "row 0: unexpected field 'customer_id'"),
+        (record(age=5, customer_id=7), "row 0, field 'age': value 5 is outside the range"),
         ([EXAMPLE, record(country="mars")], "row 1, field 'country'"),
         ([EXAMPLE, "not a record"], "row 1: expected a record (dict), got str"),
         ([], "no records given"),
@@ -123,8 +133,8 @@ def test_float_features_accept_ints_and_floats_in_range():
     ids=[
         "unknown-category", "number-for-category", "string-for-integer", "boolean",
         "fraction-for-integer", "nan", "empty-string", "null", "above-range", "below-range",
-        "missing-field", "extra-field", "second-row", "row-not-a-dict", "empty-list", "not-records",
-        "array-too-narrow", "array-of-strings",
+        "missing-field", "extra-field", "bad-value-before-extra-field", "second-row",
+        "row-not-a-dict", "empty-list", "not-records", "array-too-narrow", "array-of-strings",
     ],
 )
 def test_invalid_records_are_refused_with_row_field_and_problem(records, expected):
@@ -146,14 +156,16 @@ def test_validation_error_carries_row_and_field():
         (lambda f: f.assign(age=[True, False]), "row 0, field 'age': expected an integer"),
         (lambda f: f.assign(age=pd.Series([30, True], dtype=object)),
          "row 1, field 'age': expected an integer, got a boolean"),
+        (lambda f: f.assign(age=pd.Series([30, [30]], dtype=object)),
+         "row 1, field 'age': expected an integer, got list"),
         (lambda f: f.assign(age=[30, 120]), "row 1, field 'age': value 120 is outside"),
         (lambda f: f.assign(country=["singapore", "atlantis"]), "row 1, field 'country'"),
         (lambda f: f.assign(extra=1), "unexpected field 'extra'"),
         (lambda f: f.drop(columns="num_streams"), "missing field 'num_streams'"),
         (lambda f: f.iloc[0:0], "no rows"),
     ],
-    ids=["nan", "bool-column", "bool-among-ints", "out-of-range", "unknown-category",
-         "extra-column", "missing-column", "empty"],
+    ids=["nan", "bool-column", "bool-among-ints", "list-among-ints", "out-of-range",
+         "unknown-category", "extra-column", "missing-column", "empty"],
 )
 def test_invalid_frames_are_refused(change, expected):
     frame = change(pd.DataFrame([EXAMPLE, EXAMPLE]))
