@@ -58,11 +58,11 @@ EXPORT = textwrap.dedent("""
     from pathlib import Path
     import joblib
     from serving import distinct_records
-    from {package} import model
+    from {package} import loading
     from {package}.config import Settings
 
     out = Path(sys.argv[1])
-    joblib.dump(model.load_model(Settings()).pipeline, out / "pipeline.joblib")
+    joblib.dump(loading.load_pipeline(Settings()).pipeline, out / "pipeline.joblib")
     (out / "records.json").write_text(json.dumps(distinct_records({records})))
 """)
 

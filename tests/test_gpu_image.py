@@ -34,11 +34,11 @@ MAX_IMAGE_BYTES = 4 * 1000**3
 LOAD_WITHOUT_CUPY = """
 import json, sys
 sys.modules["cupy"] = None
-from {package} import data, model, scoring
+from {package} import data, loading, scoring
 from {package}.config import Settings
 settings = Settings()
-served = scoring.load_served_model(settings)
-pipeline = model.load_model(settings).pipeline
+served = loading.load_model(settings)
+pipeline = loading.load_pipeline(settings).pipeline
 record = data.SCHEMA.example
 prediction = scoring.predict(served, record, settings=settings)
 modules = sorted({{type(step).__module__.split(".")[0] for _, step in pipeline.steps}}

@@ -19,14 +19,14 @@ from datetime import datetime, timezone
 import pandas as pd
 from flask import Flask, jsonify, request
 
-from {{ cookiecutter.package }} import data, model
+from {{ cookiecutter.package }} import data, loading
 from {{ cookiecutter.package }}.config import Settings
 
 
 def create_app() -> Flask:
     """The Flask app with the configured version's pipeline loaded."""
     settings = Settings()
-    pipeline = model.load_model(settings).pipeline
+    pipeline = loading.load_pipeline(settings).pipeline
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from {{ cookiecutter.package }} import data, model, monitoring, scoring
+from {{ cookiecutter.package }} import data, loading, monitoring, scoring, training
 from {{ cookiecutter.package }}.config import Settings
 
 FALSE_ALARM_SIZES = (20, 50, 200, 1000, 2000)
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as root:
         settings = Settings(registry_dir=Path(root) / "models", log_dir=Path(root) / "logs")
-        model.train(settings)
-        loaded = scoring.load_served_model(settings)
+        training.train(settings)
+        loaded = loading.load_model(settings)
         baseline = monitoring.load_baseline(settings, loaded)
     print(f"Model trained on the embedded data set ({baseline.training_rows} training rows, "
           f"{baseline.reference_rows} compared); "

@@ -47,7 +47,7 @@ import orjson
 import loadgen
 from servers import HOST, Placement, Server, Spread, free_port, load_average, post, rotated
 
-from {{ cookiecutter.package }} import data, model, scoring
+from {{ cookiecutter.package }} import data, loading, scoring, training
 from {{ cookiecutter.package }}.config import Settings
 from {{ cookiecutter.package }}.registry import ModelNotFoundError
 
@@ -111,8 +111,8 @@ def in_process(settings: Settings, record: dict, seconds: float) -> dict[str, fl
     """Median milliseconds of one record: the scorer alone, the full path, the course path."""
     import pandas as pd
 
-    served = scoring.load_served_model(settings)
-    pipeline = model.load_model(settings).pipeline
+    served = loading.load_model(settings)
+    pipeline = loading.load_pipeline(settings).pipeline
     frame_columns = data.FEATURES
     return {
         SCORER_ALONE: median_ms(lambda: served.positive_probability([record]), seconds),
@@ -128,11 +128,11 @@ def bench_settings(workdir: Path) -> Settings:
     """Settings with the project's trained model (or a fresh one) and throw-away logs."""
     settings = Settings(log_dir=workdir / "logs")
     try:
-        model.load_model(settings)
+        loading.load_pipeline(settings)
     except ModelNotFoundError:
         print(f"no model in {settings.registry_dir}: training one for the benchmark")
         settings = Settings(log_dir=workdir / "logs", registry_dir=workdir / "models")
-        model.train(settings)
+        training.train(settings)
     return settings
 
 

@@ -1,15 +1,15 @@
 """Training benchmark: the logistic regression pipeline's fit on the CPU and on the GPU.
 
-Fits ``model.build_pipeline(LogisticRegression(max_iter=1000))``, the candidate that training
+Fits ``training.build_pipeline(LogisticRegression(max_iter=1000))``, the candidate that training
 fits on a GPU, on a data set drawn from the schema by the project's generator
 (``data.make_default_dataset``, 1 million rows by default), split as training splits it (80 %
 to fit). Each round fits once on the CPU and once on the GPU, alternating which goes first;
 it prints the median and the range of the fit times over the rounds, the median speed-up, and
 the parity figure training checks: the largest difference between the GPU fit's and the CPU
-fit's held-out probabilities, against ``model.PARITY_TOLERANCE``.
+fit's held-out probabilities, against ``training.PARITY_TOLERANCE``.
 
 The GPU fit is what ``train`` does in the GPU image: preprocessing on the CPU, the classifier
-through scikit-learn's array API dispatch with CuPy (``model.fit_pipeline``); its times
+through scikit-learn's array API dispatch with CuPy (``training.fit_pipeline``); its times
 include moving the encoded rows to the device and the fitted arrays back. A first GPU fit,
 not timed, compiles CuPy's kernels. The random forest candidate has no array API support and
 fits on the CPU in either image; it is not measured here.
@@ -29,13 +29,13 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from {{ cookiecutter.package }} import data, device, model
+from {{ cookiecutter.package }} import data, device, training
 
 
 def timed_fit(pipeline, X, y, compute=None):
     """Fit a fresh copy of ``pipeline``; return it and the seconds the fit took."""
     started = time.perf_counter()
-    fitted = model.fit_pipeline(clone(pipeline), X, y, compute)
+    fitted = training.fit_pipeline(clone(pipeline), X, y, compute)
     return fitted, time.perf_counter() - started
 
 
@@ -51,16 +51,16 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=1_000_000,
                         help="rows to generate (default 1,000,000; 80 %% are fitted)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
-    parser.add_argument("--seed", type=int, default=model.SEED)
+    parser.add_argument("--seed", type=int, default=training.SEED)
     args = parser.parse_args(argv)
 
     compute = device.detect()
     print(compute.describe())
     frame = data.make_default_dataset(n_rows=args.rows, seed=args.seed)
     X_train, X_test, y_train, _ = train_test_split(
-        frame[data.FEATURES], frame[data.TARGET], test_size=model.TEST_SIZE,
+        frame[data.FEATURES], frame[data.TARGET], test_size=training.TEST_SIZE,
         stratify=frame[data.TARGET], random_state=args.seed)
-    pipeline = model.build_pipeline(LogisticRegression(max_iter=1000))
+    pipeline = training.build_pipeline(LogisticRegression(max_iter=1000))
     print(f"data: {len(X_train):,} rows fitted, {len(X_test):,} held out "
           f"({args.rows:,} generated from the schema)")
 
@@ -89,9 +89,9 @@ def main(argv=None):
           "(median CPU fit time / median GPU fit time)")
     difference = float(np.max(np.abs(fitted["gpu"].predict_proba(X_test)[:, 1]
                                      - fitted["cpu"].predict_proba(X_test)[:, 1])))
-    verdict = "within" if difference <= model.PARITY_TOLERANCE else "OUTSIDE"
+    verdict = "within" if difference <= training.PARITY_TOLERANCE else "OUTSIDE"
     print(f"parity: held-out probabilities differ by up to {difference:.3g} over "
-          f"{len(X_test):,} rows, {verdict} the tolerance {model.PARITY_TOLERANCE:g}")
+          f"{len(X_test):,} rows, {verdict} the tolerance {training.PARITY_TOLERANCE:g}")
     return 0 if verdict == "within" else 1
 
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from {{ cookiecutter.package }} import data, model
+from {{ cookiecutter.package }} import data, loading, training
 from {{ cookiecutter.package }}.config import Settings
 
 
@@ -50,16 +50,16 @@ def small_dataset():
 def trained_registry(tmp_path_factory, small_dataset):
     """A registry holding a test-mode model, trained once for the whole session."""
     root = tmp_path_factory.mktemp("trained")
-    model.train(Settings(registry_dir=root / "models", log_dir=root / "logs"), small_dataset,
-                test_mode=True)
+    training.train(Settings(registry_dir=root / "models", log_dir=root / "logs"), small_dataset,
+                   test_mode=True)
     return root / "models"
 
 
 @pytest.fixture
 def quick_training(monkeypatch):
     """Only one candidate, for tests about what surrounds training rather than the comparison."""
-    monkeypatch.setattr(model, "candidate_models",
-                        lambda seed=model.SEED: {"logistic_regression": LogisticRegression()})
+    monkeypatch.setattr(training, "candidate_models",
+                        lambda seed=training.SEED: {"logistic_regression": LogisticRegression()})
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def trained_settings(trained_registry, settings):
 def served_registry(tmp_path_factory, small_dataset):
     """A registry holding a model under its production name (what the service serves)."""
     root = tmp_path_factory.mktemp("served")
-    model.train(Settings(registry_dir=root / "models", log_dir=root / "logs"), small_dataset)
+    training.train(Settings(registry_dir=root / "models", log_dir=root / "logs"), small_dataset)
     return root / "models"
 
 
@@ -87,4 +87,4 @@ def served_settings(served_registry, settings):
 @pytest.fixture
 def loaded(trained_settings):
     """The trained test-mode model, loaded and verified."""
-    return model.load_model(trained_settings, test_mode=True)
+    return loading.load_pipeline(trained_settings, test_mode=True)

@@ -5,7 +5,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from {{ cookiecutter.package }} import data, logs, model, scoring, service
+from {{ cookiecutter.package }} import data, loading, logs, scoring
+from {{ cookiecutter.package }}.serving import service
 from {{ cookiecutter.package }}.config import Settings
 
 TOKEN = "correct horse battery staple"
@@ -64,7 +65,7 @@ def test_train_in_test_mode_stores_a_test_model_and_test_logs(api, settings, qui
     assert answer.status_code == 200
     assert answer.json()["name"] == "test-model"
     assert answer.json()["test_mode"] is True
-    assert model.load_model(settings, test_mode=True).name == "test-model"
+    assert loading.load_pipeline(settings, test_mode=True).name == "test-model"
     assert logs.read_log(settings.log_dir, "train", test_mode=True)
     assert not logs.read_log(settings.log_dir, "train")
 
@@ -97,7 +98,7 @@ def test_a_batch_gets_one_prediction_per_row_in_order(api, settings):
     probabilities = answer.json()["probabilities"]
     assert len(probabilities) == 25
     assert probabilities == pytest.approx(
-        model.load_model(settings).positive_probability(records).tolist())
+        loading.load_pipeline(settings).positive_probability(records).tolist())
 
 
 def test_every_predicted_row_is_logged_with_the_request_id(api, settings):
@@ -353,6 +354,6 @@ def test_run_with_several_workers_builds_the_app_in_each(monkeypatch, settings):
     monkeypatch.setattr("uvicorn.run", lambda app, **options: calls.append((app, options)))
     service.run(Settings(workers=2))
     app, options = calls[0]
-    assert app == "{{ cookiecutter.package }}.service:app_from_environment"
+    assert app == "{{ cookiecutter.package }}.serving.service:app_from_environment"
     assert options["factory"] is True and options["workers"] == 2
     assert service.app_from_environment().title.endswith("API")

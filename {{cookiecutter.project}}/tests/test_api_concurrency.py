@@ -8,7 +8,8 @@ import httpx
 import orjson
 from fastapi.testclient import TestClient
 
-from {{ cookiecutter.package }} import data, logs, service
+from {{ cookiecutter.package }} import data, logs
+from {{ cookiecutter.package }}.serving import service
 
 RECORD = dict(data.SCHEMA.example)
 

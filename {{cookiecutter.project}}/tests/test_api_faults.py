@@ -14,7 +14,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from {{ cookiecutter.package }} import data, logs, model, registry, service
+from {{ cookiecutter.package }} import data, logs, registry, training
+from {{ cookiecutter.package }}.serving import service
 from {{ cookiecutter.package }}.config import Settings
 
 TOKEN = "correct horse battery staple"
@@ -36,16 +37,16 @@ def artifact_folder(settings: Settings):
 
 @pytest.fixture
 def blocked_training(monkeypatch):
-    """``model.train`` waits for ``release`` after ``started``: a run that is going on."""
+    """``training.train`` waits for ``release`` after ``started``: a run that is going on."""
     started, release = threading.Event(), threading.Event()
-    real_train = model.train
+    real_train = training.train
 
     def slow_train(settings, **options):
         started.set()
         assert release.wait(30)
         return real_train(settings, **options)
 
-    monkeypatch.setattr(model, "train", slow_train)
+    monkeypatch.setattr(training, "train", slow_train)
     yield started, release
     release.set()
 
@@ -164,7 +165,7 @@ def test_every_worker_serves_the_model_trained_elsewhere(served_settings, small_
     """A model trained by another process (a worker, the CLI) is served within the interval."""
     with TestClient(app_for(served_settings, reload_seconds=0.05)) as client:
         before = client.get("/model").json()["trained_at"]
-        trained = model.train(served_settings, small_dataset)
+        trained = training.train(served_settings, small_dataset)
         deadline = time.monotonic() + 10
         while client.get("/model").json()["trained_at"] == before:
             assert time.monotonic() < deadline, "the new model was not picked up"
@@ -176,7 +177,7 @@ def test_a_broken_new_model_leaves_the_served_one_and_is_not_reloaded_in_a_loop(
         served_settings, small_dataset, quick_training, monkeypatch):
     store = registry.Registry(served_settings.registry_dir)
     good = store.resolve("model", served_settings.version)
-    broken = model.train(served_settings, small_dataset).path
+    broken = training.train(served_settings, small_dataset).path
     (broken / registry.SCORER_FILE).write_text("{}")
     store._swap_link("model", served_settings.version, good)
     with TestClient(app_for(served_settings, reload_seconds=0.05)) as client:

@@ -13,8 +13,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings as hypothesis_settings
 from schemathesis import GenerationMode
 
-from {{ cookiecutter.package }} import service
 from {{ cookiecutter.package }}.config import Settings
+from {{ cookiecutter.package }}.serving import service
 
 TOKEN = "fuzzing-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

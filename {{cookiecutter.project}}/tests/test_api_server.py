@@ -26,8 +26,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # What a training run's first step would cost the event loop if it ran there: importing the
 # training code (scikit-learn) into a process that already serves. Timed on the same machine
 # at the same moment as the run, so that the bound below holds on a busy CI runner as well.
-IMPORT_TRAINING = ("import time, {{ cookiecutter.package }}.service, {{ cookiecutter.package }}.scoring; "
-                   "started = time.perf_counter(); import {{ cookiecutter.package }}.model; "
+IMPORT_TRAINING = ("import time, {{ cookiecutter.package }}.serving.service; "
+                   "started = time.perf_counter(); import {{ cookiecutter.package }}.training; "
                    "print(time.perf_counter() - started)")
 
 

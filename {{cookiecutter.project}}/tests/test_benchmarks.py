@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from {{ cookiecutter.package }} import data, scoring
+from {{ cookiecutter.package }} import data, loading
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import flask_course  # noqa: E402 - the benchmarks folder is not a package
@@ -99,7 +99,7 @@ def test_course_style_app_predicts_like_the_service(served_settings):
     client = flask_course.create_app().test_client()
     answer = client.post("/predict", json={"records": records})
     assert answer.status_code == 200
-    expected = scoring.load_served_model(served_settings).positive_probability(records)
+    expected = loading.load_model(served_settings).positive_probability(records)
     assert answer.get_json()["probabilities"] == pytest.approx(expected.tolist(), abs=1e-9)
 
 

@@ -1,5 +1,6 @@
 """The command line: train, predict, serve, monitor; user errors are one line, no traceback."""
 
+import importlib
 import io
 import json
 import sys
@@ -7,7 +8,7 @@ import types
 
 import pytest
 
-from {{ cookiecutter.package }} import cli, data, logs, model, registry, scoring
+from {{ cookiecutter.package }} import cli, data, loading, logs, registry, training
 
 EXAMPLE = data.SCHEMA.example
 
@@ -121,10 +122,10 @@ def refuse_to_load_the_pipeline(*args, **kwargs):
 
 def test_predict_scores_with_the_stored_spec_as_the_service_does(capsys, monkeypatch,
                                                                  trained_settings):
-    monkeypatch.setattr(model, "load_model", refuse_to_load_the_pipeline)
+    monkeypatch.setattr(loading, "load_pipeline", refuse_to_load_the_pipeline)
     status, out, _ = run(capsys, "predict", "--test-mode", stdin=json.dumps(EXAMPLE),
                          monkeypatch=monkeypatch)
-    served = scoring.load_served_model(trained_settings, test_mode=True)
+    served = loading.load_model(trained_settings, test_mode=True)
     assert served.pipeline is None
     assert status == 0
     assert json.loads(out)["probabilities"] == served.positive_probability([EXAMPLE]).tolist()
@@ -141,7 +142,7 @@ def test_predict_without_a_stored_spec_scores_with_the_pipeline(capsys, monkeypa
     (folder / registry.SCORER_FILE).unlink()
     status, out, _ = run(capsys, "predict", "--test-mode", stdin=json.dumps(EXAMPLE),
                          monkeypatch=monkeypatch)
-    pipeline = model.load_model(trained_settings, test_mode=True).pipeline
+    pipeline = loading.load_pipeline(trained_settings, test_mode=True).pipeline
     expected = pipeline.predict_proba(data.rows_to_frame([EXAMPLE]))[:, 1]
     assert status == 0
     assert json.loads(out)["probabilities"] == pytest.approx(expected.tolist(), abs=1e-9)
@@ -194,7 +195,7 @@ def test_an_os_error_is_one_line_and_status_1(capsys, monkeypatch, training_csv)
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", "models")
 
-    monkeypatch.setattr(model, "train", full)
+    monkeypatch.setattr(training, "train", full)
     status, _, err = run(capsys, "train", "--data", str(training_csv))
     assert status == 1 and "models: No space left on device" in err
 
@@ -203,7 +204,7 @@ def test_ctrl_c_is_status_130(capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(model, "train", interrupted)
+    monkeypatch.setattr(training, "train", interrupted)
     assert run(capsys, "train")[0] == 130
 
 
@@ -212,13 +213,14 @@ def fake_module(monkeypatch, name, **functions):
     module.__dict__.update(functions)
     monkeypatch.setitem(sys.modules, module.__name__, module)
     # The package attribute wins over sys.modules once the real module has been imported.
-    monkeypatch.setattr(sys.modules[cli.__package__], name, module, raising=False)
+    package, _, attribute = module.__name__.rpartition(".")
+    monkeypatch.setattr(importlib.import_module(package), attribute, module, raising=False)
     return module
 
 
 def test_serve_runs_the_service_with_the_options(capsys, monkeypatch):
     seen = {}
-    fake_module(monkeypatch, "service", run=lambda settings: seen.update(
+    fake_module(monkeypatch, "serving.service", run=lambda settings: seen.update(
         host=settings.host, port=settings.port, workers=settings.workers))
     status, _, _ = run(capsys, "serve", "--host", "0.0.0.0", "--port", "9000", "--workers", "2")
     assert status == 0

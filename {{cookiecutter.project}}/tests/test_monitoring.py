@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from {{ cookiecutter.package }} import (
-    cli, data, logs, model, monitoring, registry, scoring,
+    cli, data, loading, logs, monitoring, registry, scoring,
 )
 from {{ cookiecutter.package }}.config import Settings
 
@@ -18,7 +18,7 @@ SEED = 0  # the relabellings of the tests that expect a verdict: the same on eve
 
 def log_traffic(settings: Settings, frame) -> None:
     """Predict ``frame`` with the served model, as production traffic would."""
-    loaded = scoring.load_served_model(settings)
+    loaded = loading.load_model(settings)
     scoring.predict(loaded, frame[data.FEATURES], settings=settings)
 
 
@@ -31,7 +31,7 @@ def traffic():
 @pytest.fixture
 def served_baseline(served_settings):
     """The served model's baseline, as the monitor builds it, and the loaded model."""
-    loaded = scoring.load_served_model(served_settings)
+    loaded = loading.load_model(served_settings)
     return monitoring.load_baseline(served_settings, loaded), loaded
 
 
@@ -186,7 +186,7 @@ def test_the_monitor_scores_with_the_stored_spec_as_the_service_does(
     def refuse(*args, **kwargs):
         raise AssertionError("the pipeline was loaded although the registry holds a spec")
 
-    monkeypatch.setattr(model, "load_model", refuse)
+    monkeypatch.setattr(loading, "load_pipeline", refuse)
     assert monitoring.run_monitor(served_settings, seed=SEED) == monitoring.EXIT_PASSED
 
 

@@ -10,12 +10,12 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from {{ cookiecutter.package }} import data, model, registry
+from {{ cookiecutter.package }} import data, loading, registry, training
 from {{ cookiecutter.package }}.registry import (
     IntegrityError, ModelNotFoundError, Registry, RegistryBusyError,
 )
 
-TRUSTED = model.TRUSTED_TYPES
+TRUSTED = loading.TRUSTED_TYPES
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def frame():
 
 @pytest.fixture(scope="module")
 def fitted(frame):
-    pipeline = model.build_pipeline(LogisticRegression())
+    pipeline = training.build_pipeline(LogisticRegression())
     return pipeline.fit(frame[data.FEATURES], frame[data.TARGET])
 
 
@@ -270,7 +270,7 @@ def test_an_artifact_stored_before_checksums_files_loads_with_a_warning(
 
 
 def test_types_outside_the_allowlist_are_refused(store, frame):
-    forest = model.build_pipeline(RandomForestClassifier(n_estimators=3, random_state=0))
+    forest = training.build_pipeline(RandomForestClassifier(n_estimators=3, random_state=0))
     forest.fit(frame[data.FEATURES], frame[data.TARGET])
     save(store, forest, frame)
     with pytest.raises(IntegrityError, match=r"outside the allowlist: sklearn\.\w+"):

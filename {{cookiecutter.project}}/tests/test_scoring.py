@@ -14,8 +14,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from {{ cookiecutter.package }} import data, model, registry, scoring, service
+from {{ cookiecutter.package }} import data, loading, pipeline_scoring, registry, scoring, training
 from {{ cookiecutter.package }}.registry import IntegrityError, Registry
+from {{ cookiecutter.package }}.serving import service
 
 EXAMPLE = data.SCHEMA.example
 HEAVY = ("sklearn", "scipy", "skops", "pandas")
@@ -27,7 +28,7 @@ import json, sys
 from fastapi.testclient import TestClient
 import {{ cookiecutter.package }}.cli
 from {{ cookiecutter.package }}.config import Settings
-from {{ cookiecutter.package }}.service import create_app
+from {{ cookiecutter.package }}.serving.service import create_app
 
 app = create_app(Settings(registry_dir=sys.argv[1], log_dir=sys.argv[2]))
 with TestClient(app) as client:
@@ -80,16 +81,16 @@ def test_the_service_serves_the_default_model_without_the_scientific_stack(
 
 
 def test_the_served_prediction_equals_the_pipelines(served_settings):
-    served = scoring.load_served_model(served_settings)
-    pipeline = model.load_model(served_settings).pipeline
-    frame = model.check_records()
+    served = loading.load_model(served_settings)
+    pipeline = loading.load_pipeline(served_settings).pipeline
+    frame = pipeline_scoring.check_records()
     np.testing.assert_allclose(served.positive_probability(frame.to_dict("records")),
                                pipeline.predict_proba(frame)[:, 1], rtol=0, atol=1e-9)
 
 
 def test_small_requests_are_scored_in_plain_python_like_numpy(served_settings, monkeypatch):
-    served = scoring.load_served_model(served_settings)
-    rows = model.check_records().to_dict("records")
+    served = loading.load_model(served_settings)
+    rows = pipeline_scoring.check_records().to_dict("records")
     numpy_way = served.positive_probability(rows).tolist()
     plain = served.scorer.row_probabilities(rows)
     np.testing.assert_allclose(plain, numpy_way, rtol=0, atol=1e-12)
@@ -106,7 +107,7 @@ def test_small_requests_are_scored_in_plain_python_like_numpy(served_settings, m
 
 
 def test_plain_python_scoring_gives_finite_probabilities_at_extreme_scores(served_settings):
-    scorer = scoring.load_served_model(served_settings).scorer
+    scorer = loading.load_model(served_settings).scorer
     row = dict(EXAMPLE)
     for sign in (1, -1):  # a score far beyond what exp() takes, both ways
         scorer._intercept = sign * 1e6
@@ -114,16 +115,16 @@ def test_plain_python_scoring_gives_finite_probabilities_at_extreme_scores(serve
 
 
 def test_a_scorer_whose_plain_python_disagrees_is_refused(served_settings, monkeypatch):
-    pipeline = model.load_model(served_settings).pipeline
-    scorer = scoring.load_served_model(served_settings).scorer
-    assert model.agrees_with(scorer, pipeline)
+    pipeline = loading.load_pipeline(served_settings).pipeline
+    scorer = loading.load_model(served_settings).scorer
+    assert pipeline_scoring.agrees_with(scorer, pipeline)
     monkeypatch.setattr(scorer, "row_probabilities",
                         lambda rows: [0.5] * len(rows))  # numpy's way still agrees
-    assert not model.agrees_with(scorer, pipeline)
+    assert not pipeline_scoring.agrees_with(scorer, pipeline)
 
 
 def test_a_model_served_from_its_spec_has_no_pipeline(served_settings):
-    served = scoring.load_served_model(served_settings)
+    served = loading.load_model(served_settings)
     assert served.pipeline is None
     assert isinstance(served.scorer, scoring.NumpyScorer)
     assert (served.name, served.version) == ("model", "0.1")
@@ -139,19 +140,19 @@ def test_training_stores_the_spec_with_its_checksum(loaded):
 
 def test_the_stored_spec_is_derived_from_the_stored_pipeline(loaded):
     stored = json.loads((loaded.path / registry.SCORER_FILE).read_text())
-    assert stored == model.scoring_spec(loaded.pipeline)
+    assert stored == pipeline_scoring.scoring_spec(loaded.pipeline)
 
 
 def test_a_random_forest_gets_no_spec_and_is_served_from_its_pipeline(
         settings, small_dataset, monkeypatch, caplog):
-    monkeypatch.setattr(model, "candidate_models", lambda seed=model.SEED: {
+    monkeypatch.setattr(training, "candidate_models", lambda seed=training.SEED: {
         "random_forest": RandomForestClassifier(n_estimators=5, random_state=seed)})
-    with caplog.at_level(logging.INFO, logger=model.__name__):
-        result = model.train(settings, small_dataset)
+    with caplog.at_level(logging.INFO, logger=pipeline_scoring.__name__):
+        result = training.train(settings, small_dataset)
     assert "RandomForestClassifier needs scikit-learn" in caplog.text
     assert not (result.path / registry.SCORER_FILE).exists()
     assert "scorer_sha256" not in result.metadata
-    served = scoring.load_served_model(settings)
+    served = loading.load_model(settings)
     assert served.pipeline is not None
     with TestClient(service.create_app(settings)) as client:
         answer = client.post("/predict", json=EXAMPLE)
@@ -163,17 +164,17 @@ def test_a_spec_that_disagrees_with_the_pipeline_is_not_stored(
         settings, small_dataset, monkeypatch, quick_training, caplog):
     monkeypatch.setattr(scoring.NumpyScorer, "positive_probability",
                         lambda self, columns: np.zeros(len(next(iter(columns.values())))))
-    result = model.train(settings, small_dataset)
+    result = training.train(settings, small_dataset)
     assert not (result.path / registry.SCORER_FILE).exists()
     assert "disagrees with the pipeline" in caplog.text
 
 
 def test_a_spec_that_does_not_parse_back_is_not_stored(
         settings, small_dataset, monkeypatch, quick_training, caplog):
-    scoring_spec = model.scoring_spec
-    monkeypatch.setattr(model, "scoring_spec",
+    scoring_spec = pipeline_scoring.scoring_spec
+    monkeypatch.setattr(pipeline_scoring, "scoring_spec",
                         lambda pipeline: {**scoring_spec(pipeline), "width": 0})
-    result = model.train(settings, small_dataset)
+    result = training.train(settings, small_dataset)
     assert not (result.path / registry.SCORER_FILE).exists()
     assert "width must be a positive integer" in caplog.text
 
@@ -185,7 +186,7 @@ def test_a_registry_without_specs_is_served_from_the_pipeline(served_settings):
     (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
     registry.write_checksums(folder)
     (folder / registry.SCORER_FILE).unlink()
-    served = scoring.load_served_model(served_settings)
+    served = loading.load_model(served_settings)
     assert served.pipeline is not None
     assert served.self_check()
 
@@ -194,7 +195,7 @@ def test_a_modified_spec_is_refused_naming_the_file(served_settings):
     path = artifact_of(served_settings) / registry.SCORER_FILE
     path.write_text(path.read_text().replace('"intercept": ', '"intercept": 1'))
     with pytest.raises(IntegrityError, match=rf"{registry.SCORER_FILE}: checksum mismatch"):
-        scoring.load_served_model(served_settings)
+        loading.load_model(served_settings)
 
 
 def test_a_modified_pipeline_is_refused_although_the_spec_serves(served_settings):
@@ -202,7 +203,7 @@ def test_a_modified_pipeline_is_refused_although_the_spec_serves(served_settings
         stream.seek(100)
         stream.write(b"tampered")
     with pytest.raises(IntegrityError, match=rf"{registry.MODEL_FILE}: checksum mismatch"):
-        scoring.load_served_model(served_settings)
+        loading.load_model(served_settings)
 
 
 def test_a_spec_that_is_not_json_is_refused(served_settings):
@@ -213,7 +214,7 @@ def test_a_spec_that_is_not_json_is_refused(served_settings):
     (folder / registry.METADATA_FILE).write_text(json.dumps(metadata))
     registry.write_checksums(folder)
     with pytest.raises(IntegrityError, match=rf"{registry.SCORER_FILE}: not JSON"):
-        scoring.load_served_model(served_settings)
+        loading.load_model(served_settings)
 
 
 def test_a_malformed_spec_with_a_matching_checksum_is_refused(served_settings):
@@ -221,7 +222,7 @@ def test_a_malformed_spec_with_a_matching_checksum_is_refused(served_settings):
     spec["classifier"]["coef"] = spec["classifier"]["coef"][:-1]
     rewrite_spec(served_settings, spec)
     with pytest.raises(IntegrityError, match="not a usable scoring spec"):
-        scoring.load_served_model(served_settings)
+        loading.load_model(served_settings)
 
 
 def test_the_service_is_not_ready_with_a_modified_spec(served_settings):
@@ -256,8 +257,8 @@ def test_a_model_that_fails_its_self_check_is_not_served(served_settings, monkey
 
 def test_a_pipeline_of_another_shape_gets_no_spec(loaded, caplog):
     pipeline = Pipeline([("identity", FunctionTransformer()), *loaded.pipeline.steps])
-    with caplog.at_level(logging.INFO, logger=model.__name__):
-        assert model.verified_scorer_spec(pipeline) is None
+    with caplog.at_level(logging.INFO, logger=pipeline_scoring.__name__):
+        assert pipeline_scoring.verified_scorer_spec(pipeline) is None
     assert "no scoring spec: unsupported pipeline shape" in caplog.text
 
 
@@ -265,8 +266,8 @@ def test_a_pipeline_of_another_shape_gets_no_spec(loaded, caplog):
 def valid_spec(small_dataset):
     """A spec derived from a fitted logistic regression."""
     frame = small_dataset
-    pipeline = model.build_pipeline(model.candidate_models()["logistic_regression"])
-    return model.scoring_spec(pipeline.fit(frame[data.FEATURES], frame[data.TARGET]))
+    pipeline = training.build_pipeline(training.candidate_models()["logistic_regression"])
+    return pipeline_scoring.scoring_spec(pipeline.fit(frame[data.FEATURES], frame[data.TARGET]))
 
 
 def test_a_valid_spec_scores_within_the_unit_interval(valid_spec):

@@ -70,13 +70,13 @@ def _read_records(source: str, fmt: str):
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     if settings.data_path is not None and not settings.data_path.is_file():
         raise UsageError(f"training data {settings.data_path} is not a file")
-    from . import model  # imported here: scikit-learn would slow down `serve`'s start-up
+    from . import training  # imported here: scikit-learn would slow down `serve`'s start-up
 
     # The registry's training lock, as the service's /train takes it: a second run, from the
     # command line or from a worker, is refused (exit 1) instead of training at the same time.
     with Registry(settings.registry_dir).training_lock():
         _warn_if_replacing(settings, args.test_mode)
-        result = model.train(settings, test_mode=args.test_mode)  # logs its device first
+        result = training.train(settings, test_mode=args.test_mode)  # logs its device first
     summary = {
         "model_version": result.version,
         "name": result.name,
@@ -110,17 +110,17 @@ def _warn_if_replacing(settings: Settings, test_mode: bool) -> None:
 def _predict(settings: Settings, args: argparse.Namespace) -> int:
     # The verified scoring spec, as the service loads it: numpy only, no pipeline to unpickle
     # and re-verify (a model without a spec falls back to its pipeline).
-    from . import scoring
+    from . import loading, scoring
 
     records = _read_records(args.input, args.format)
-    loaded = scoring.load_served_model(settings, test_mode=args.test_mode)
+    loaded = loading.load_model(settings, test_mode=args.test_mode)
     prediction = scoring.predict(loaded, records, settings=settings, test_mode=args.test_mode)
     print(json.dumps(prediction.to_dict()))
     return 0
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from . import service  # imported here: training and predicting need no web stack
+    from .serving import service  # imported here: training and predicting need no web stack
 
     return service.run(settings) or 0
 

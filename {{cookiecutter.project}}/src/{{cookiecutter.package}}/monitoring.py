@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from . import data, logs, scoring
+from . import data, loading, logs, scoring
 from .config import Settings
 from .registry import ModelNotFoundError, Registry, artifact_name
 
@@ -548,7 +548,7 @@ def run_monitor(settings: Settings, *, test_mode: bool = False, days: float | No
     """
     try:
         # The model as the service serves it (its verified scoring spec when it has one).
-        loaded = scoring.load_served_model(settings, test_mode=test_mode)
+        loaded = loading.load_model(settings, test_mode=test_mode)
         production, predictions, total = production_sample(
             settings, version=loaded.version, test_mode=test_mode, days=days, seed=seed)
         if total < settings.monitor_min_rows:

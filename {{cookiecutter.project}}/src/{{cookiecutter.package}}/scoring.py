@@ -1,13 +1,13 @@
-"""Serving-side scoring: the numpy scorer, the served model and prediction, without sklearn.
+"""Scoring and prediction with numpy alone: the spec scorer, the loaded model, ``predict``.
 
 Training writes, next to the skops pipeline, a plain-JSON scoring spec when numpy alone can
 score the pipeline (one-hot encoding, standardisation, a binary logistic regression): the
-encoders' category columns and scaler statistics, the coefficients and the intercept. The
-service loads that spec instead of the pipeline, so it starts without importing scikit-learn,
-SciPy, skops or pandas, which together cost most of a second of start-up. A model numpy
-cannot score (a random forest) has no spec and is loaded from its pipeline as before.
+encoders' category columns and scaler statistics, the coefficients and the intercept.
+``NumpyScorer`` scores rows from that spec; ``LoadedModel`` is a loaded model version (what
+``loading.load_model`` returns); ``predict`` validates, scores and logs every row.
 
-This module imports numpy and the package's own light modules only; keep it that way.
+This module imports numpy and the package's own light modules only (the service, ``predict``
+and the monitor score with it); a test of the package's import graph keeps it that way.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import numpy as np
 from . import data as dataset
 from . import logs
 from .config import Settings
-from .registry import SCORER_FILE, IntegrityError, Registry, artifact_name
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +56,11 @@ def _number(value, what: str) -> float:
 class NumpyScorer:
     """The positive-class probability of a scoring spec's model, computed with numpy.
 
-    ``spec`` is the JSON-ready dict ``model.scoring_spec`` derives from a fitted pipeline.
-    Without a ``"classifier"`` in the spec, ``classifier`` (a fitted scikit-learn estimator)
-    scores the encoded matrix instead; the service never needs that, ``model`` does for a
-    forest. Raises ``SpecError`` for a spec that is malformed or does not fit the schema.
+    ``spec`` is the JSON-ready dict ``pipeline_scoring.scoring_spec`` derives from a fitted
+    pipeline. Without a ``"classifier"`` in the spec, ``classifier`` (a fitted scikit-learn
+    estimator) scores the encoded matrix instead; the service never needs that,
+    ``pipeline_scoring`` does for a forest. Raises ``SpecError`` for a spec that is malformed
+    or does not fit the schema.
     """
 
     def __init__(self, spec: dict, classifier=None):
@@ -294,31 +294,6 @@ class LoadedModel:
             logger.exception("self-check prediction failed")
             return False
         return 0.0 <= probability <= 1.0 and abs(served - probability) <= AGREEMENT
-
-
-def load_served_model(settings: Settings, *, test_mode: bool = False) -> LoadedModel:
-    """Load the configured version for serving: from its scoring spec when it has one.
-
-    Every file of the artifact that serving relies on is checked against the sha256 in the
-    metadata first. Without a spec (a model numpy cannot score, or a registry written before
-    specs existed) the pipeline is loaded as ``model.load_model`` does. Raises
-    ``registry.ModelNotFoundError`` or ``registry.IntegrityError``.
-    """
-    name = artifact_name(test_mode)
-    spec, artifact = Registry(settings.registry_dir).scorer_spec(name, settings.version)
-    if spec is None:
-        from . import model  # scikit-learn and skops, only for a model that needs them
-
-        return model.load_model(settings, test_mode=test_mode)
-    try:
-        scorer = NumpyScorer(spec)
-    except Exception as error:  # an untrusted file: any failure to use it is a refusal
-        raise IntegrityError(
-            f"{artifact.path / SCORER_FILE}: not a usable scoring spec ({error}); "
-            "refusing to load it"
-        ) from None
-    return LoadedModel(pipeline=None, metadata=artifact.metadata, name=name,
-                       version=settings.version, path=artifact.path, scorer=scorer)
 
 
 def classify(probabilities: list[float]) -> list[int]:

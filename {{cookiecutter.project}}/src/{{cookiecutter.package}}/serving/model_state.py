@@ -14,10 +14,10 @@ from pathlib import Path
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from . import logs, scoring
-from .config import Settings
+from .. import loading, logs, scoring
+from ..config import Settings
+from ..registry import IntegrityError, ModelNotFoundError, Registry, RegistryError, artifact_name
 from .metrics import Metrics
-from .registry import IntegrityError, ModelNotFoundError, Registry, RegistryError, artifact_name
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ModelState:
         """Load and self-check the configured version; keep the current one on failure."""
         self.target = self._link_target()
         try:
-            loaded = scoring.load_served_model(self.settings)
+            loaded = loading.load_model(self.settings)
         except RegistryError as error:
             if str(error) != self._logged_error:  # once, not at every readiness probe
                 logger.warning("no model to serve: %s", error)

@@ -16,7 +16,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
 
-from {{ cookiecutter.package }} import cli, data, device, logs, model, registry, scoring
+from {{ cookiecutter.package }} import (
+    cli, data, device, loading, logs, pipeline_scoring, registry, scoring, training,
+)
 from {{ cookiecutter.package }}.config import Settings
 from {{ cookiecutter.package }}.data import DataValidationError
 
@@ -43,8 +45,8 @@ def test_training_stores_the_version_with_its_metadata(loaded):
 
 def test_training_compares_candidates_against_a_baseline(loaded):
     metrics = loaded.metadata["metrics"]
-    assert set(metrics["cross_validation"]) == set(model.candidate_models()) | {"baseline"}
-    assert metrics["selected_model"] in model.candidate_models()
+    assert set(metrics["cross_validation"]) == set(training.candidate_models()) | {"baseline"}
+    assert metrics["selected_model"] in training.candidate_models()
     assert metrics["baseline_test"]["roc_auc"] == 0.5
 
 
@@ -65,14 +67,14 @@ def test_selection_prefers_the_simpler_model_within_one_standard_error():
         "complex": {"roc_auc_mean": 0.81, "roc_auc_std": 0.05},
         "baseline": {"roc_auc_mean": 0.5, "roc_auc_std": 0.0},
     }
-    assert model.select_model(scores) == "simple"
+    assert training.select_model(scores) == "simple"
     scores["complex"]["roc_auc_mean"] = 0.90
-    assert model.select_model(scores) == "complex"
+    assert training.select_model(scores) == "complex"
 
 
 def test_training_is_logged_in_the_test_train_log(trained_settings, small_dataset,
                                                   quick_training):
-    model.train(trained_settings, small_dataset, test_mode=True)
+    training.train(trained_settings, small_dataset, test_mode=True)
     (record,) = logs.read_log(trained_settings.log_dir, "train", test_mode=True)
     assert record["model_version"] == "0.1"
     assert record["input_data_summary"]["n_rows"] == 300
@@ -85,17 +87,17 @@ def test_training_reads_the_configured_csv(tmp_path, small_dataset, quick_traini
     path = tmp_path / "team-data.csv"
     path.write_bytes(data.canonical_csv(small_dataset))
     settings = Settings(data_path=path, version="2.0")
-    result = model.train(settings, test_mode=True)
+    result = training.train(settings, test_mode=True)
     assert result.metadata["data"]["source"] == str(path)
     assert result.version == "2.0"
-    assert model.load_training_data(settings, test_mode=True).equals(
-        model.training_split(small_dataset))
+    assert training.load_training_data(settings, test_mode=True).equals(
+        training.training_split(small_dataset))
 
 
 def test_training_defaults_to_the_embedded_data_set(settings, monkeypatch, quick_training):
     small = data.make_default_dataset(200)
     monkeypatch.setattr(data, "make_default_dataset", lambda: small)
-    result = model.train(settings, test_mode=True)
+    result = training.train(settings, test_mode=True)
     assert result.metadata["data"]["source"] == "embedded default data set"
     assert result.metrics["n_train"] + result.metrics["n_test"] == 200
 
@@ -104,26 +106,26 @@ def test_training_refuses_data_with_too_few_rows_of_a_class(settings, small_data
     skewed = small_dataset.assign(**{data.TARGET: 1})
     skewed.loc[:3, data.TARGET] = 0
     with pytest.raises(DataValidationError, match="at least 10 rows of each class"):
-        model.train(settings, skewed, test_mode=True)
+        training.train(settings, skewed, test_mode=True)
 
 
 def test_a_failed_training_leaves_the_previous_version_loadable(
         trained_settings, small_dataset, monkeypatch, quick_training):
-    before = model.load_model(trained_settings, test_mode=True).metadata["trained_at"]
+    before = loading.load_pipeline(trained_settings, test_mode=True).metadata["trained_at"]
 
     def crash(*args, **kwargs):
         raise RuntimeError("out of disk space")
 
     monkeypatch.setattr(registry, "_write_file", crash)
     with pytest.raises(RuntimeError):
-        model.train(trained_settings, small_dataset, test_mode=True)
+        training.train(trained_settings, small_dataset, test_mode=True)
     monkeypatch.undo()
-    assert model.load_model(trained_settings, test_mode=True).metadata["trained_at"] == before
+    assert loading.load_pipeline(trained_settings, test_mode=True).metadata["trained_at"] == before
 
 
 def test_loading_an_untrained_version_raises_model_not_found(settings):
     with pytest.raises(registry.ModelNotFoundError):
-        model.load_model(settings, test_mode=True)
+        loading.load_pipeline(settings, test_mode=True)
 
 
 def test_loading_a_tampered_model_raises_integrity_error(trained_settings, loaded):
@@ -131,38 +133,38 @@ def test_loading_a_tampered_model_raises_integrity_error(trained_settings, loade
         stream.seek(100)
         stream.write(b"tampered")
     with pytest.raises(registry.IntegrityError, match="refusing to load it"):
-        model.load_model(trained_settings, test_mode=True)
+        loading.load_pipeline(trained_settings, test_mode=True)
 
 
 def test_predicts_one_record(loaded, settings):
-    prediction = model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    prediction = scoring.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
     assert prediction.labels in ([0], [1])
     assert 0.0 <= prediction.probabilities[0] <= 1.0
     assert prediction.model_version == "0.1"
 
 
 def test_predicts_a_list_of_records(loaded, settings):
-    prediction = model.predict(loaded, [EXAMPLE] * 3, settings=settings, test_mode=True)
+    prediction = scoring.predict(loaded, [EXAMPLE] * 3, settings=settings, test_mode=True)
     assert len(prediction.labels) == len(prediction.probabilities) == 3
 
 
 def test_predicts_an_array_of_rows(loaded, settings):
     row = [EXAMPLE[name] for name in data.FEATURES]
-    prediction = model.predict(loaded, np.array([row, row], dtype=object), settings=settings,
-                               test_mode=True)
+    prediction = scoring.predict(loaded, np.array([row, row], dtype=object), settings=settings,
+                                 test_mode=True)
     assert prediction.probabilities[0] == prediction.probabilities[1]
 
 
 def test_predicts_a_data_frame(loaded, settings, small_dataset):
     frame = small_dataset[data.FEATURES]
-    prediction = model.predict(loaded, frame, settings=settings, test_mode=True)
+    prediction = scoring.predict(loaded, frame, settings=settings, test_mode=True)
     expected = loaded.pipeline.predict(frame)
     assert prediction.labels == expected.tolist()
 
 
 def test_labels_follow_the_probabilities(loaded, settings, small_dataset):
-    prediction = model.predict(loaded, small_dataset[data.FEATURES], settings=settings,
-                               test_mode=True)
+    prediction = scoring.predict(loaded, small_dataset[data.FEATURES], settings=settings,
+                                 test_mode=True)
     assert all(label == (p > 0.5) for label, p in zip(prediction.labels, prediction.probabilities))
 
 
@@ -175,9 +177,9 @@ def test_fast_scoring_matches_the_pipeline(loaded, small_dataset):
 
 
 def test_a_forest_is_scored_through_its_own_predict_proba(small_dataset):
-    forest = model.build_pipeline(RandomForestClassifier(n_estimators=5, random_state=0))
+    forest = training.build_pipeline(RandomForestClassifier(n_estimators=5, random_state=0))
     forest.fit(small_dataset[data.FEATURES], small_dataset[data.TARGET])
-    loaded = model.PipelineModel(forest, {}, "model", "0.1", path=None)
+    loaded = pipeline_scoring.PipelineModel(forest, {}, "model", "0.1", path=None)
     assert loaded.scorer is not None
     np.testing.assert_allclose(loaded.positive_probability([EXAMPLE]),
                                forest.predict_proba(pd.DataFrame([EXAMPLE]))[:, 1])
@@ -185,7 +187,7 @@ def test_a_forest_is_scored_through_its_own_predict_proba(small_dataset):
 
 def test_an_unsupported_pipeline_falls_back_to_scikit_learn(loaded, small_dataset):
     pipeline = Pipeline([("identity", FunctionTransformer()), *loaded.pipeline.steps])
-    fallback = model.PipelineModel(pipeline, {}, "model", "0.1", path=None)
+    fallback = pipeline_scoring.PipelineModel(pipeline, {}, "model", "0.1", path=None)
     assert fallback.scorer is None
     frame = small_dataset[data.FEATURES]
     np.testing.assert_allclose(fallback.positive_probability(frame),
@@ -207,7 +209,7 @@ def fit_with_numeric_step(step, frame):
 
 def test_fast_scoring_honours_a_scaler_without_centering(small_dataset):
     pipeline = fit_with_numeric_step(StandardScaler(with_mean=False), small_dataset)
-    loaded = model.PipelineModel(pipeline, {}, "model", "0.1", path=None)
+    loaded = pipeline_scoring.PipelineModel(pipeline, {}, "model", "0.1", path=None)
     assert loaded.scorer is not None
     frame = small_dataset[data.FEATURES]
     np.testing.assert_allclose(loaded.positive_probability(frame),
@@ -216,28 +218,28 @@ def test_fast_scoring_honours_a_scaler_without_centering(small_dataset):
 
 def test_an_unknown_transformer_falls_back_to_scikit_learn(small_dataset):
     pipeline = fit_with_numeric_step(MinMaxScaler(), small_dataset)
-    loaded = model.PipelineModel(pipeline, {}, "model", "0.1", path=None)
+    loaded = pipeline_scoring.PipelineModel(pipeline, {}, "model", "0.1", path=None)
     assert loaded.scorer is None
     np.testing.assert_allclose(loaded.positive_probability([EXAMPLE]),
                                pipeline.predict_proba(pd.DataFrame([EXAMPLE]))[:, 1])
 
 
 def test_a_disagreeing_fast_scorer_is_not_used(loaded, monkeypatch, caplog):
-    monkeypatch.setattr(model.NumpyScorer, "positive_probability",
+    monkeypatch.setattr(scoring.NumpyScorer, "positive_probability",
                         lambda self, columns: np.zeros(len(next(iter(columns.values())))))
-    reloaded = model.PipelineModel(loaded.pipeline, loaded.metadata, "test-model", "0.1",
-                                   loaded.path)
+    reloaded = pipeline_scoring.PipelineModel(loaded.pipeline, loaded.metadata, "test-model",
+                                              "0.1", loaded.path)
     assert reloaded.scorer is None
     assert "disagrees" in caplog.text
 
 
 def test_a_fast_scorer_whose_spec_is_refused_is_not_used(loaded, monkeypatch, caplog):
-    scoring_spec = model.scoring_spec
-    monkeypatch.setattr(model, "scoring_spec",
+    scoring_spec = pipeline_scoring.scoring_spec
+    monkeypatch.setattr(pipeline_scoring, "scoring_spec",
                         lambda pipeline: {**scoring_spec(pipeline), "width": 0})
-    with caplog.at_level(logging.INFO, logger=model.__name__):
-        reloaded = model.PipelineModel(loaded.pipeline, loaded.metadata, "test-model", "0.1",
-                                       loaded.path)
+    with caplog.at_level(logging.INFO, logger=pipeline_scoring.__name__):
+        reloaded = pipeline_scoring.PipelineModel(loaded.pipeline, loaded.metadata, "test-model",
+                                                  "0.1", loaded.path)
     assert reloaded.scorer is None
     assert "fast scoring unavailable (width must be a positive integer" in caplog.text
     np.testing.assert_allclose(reloaded.positive_probability([EXAMPLE]),
@@ -256,32 +258,32 @@ def test_self_check_fails_when_prediction_fails(loaded, monkeypatch):
 
 def test_nan_input_is_refused_with_a_clear_error(loaded, settings):
     with pytest.raises(DataValidationError, match="field 'age': value is missing"):
-        model.predict(loaded, {**EXAMPLE, "age": float("nan")}, settings=settings,
-                      test_mode=True)
+        scoring.predict(loaded, {**EXAMPLE, "age": float("nan")}, settings=settings,
+                        test_mode=True)
 
 
 def test_nan_in_a_data_frame_is_refused(loaded, settings):
     frame = pd.DataFrame([EXAMPLE, {**EXAMPLE, "num_streams": np.nan}])
     with pytest.raises(DataValidationError, match="row 1, field 'num_streams'"):
-        model.predict(loaded, frame, settings=settings, test_mode=True)
+        scoring.predict(loaded, frame, settings=settings, test_mode=True)
 
 
 def test_invalid_input_writes_no_log_line(loaded, settings):
     with pytest.raises(DataValidationError):
-        model.predict(loaded, {**EXAMPLE, "country": "mars"}, settings=settings, test_mode=True)
+        scoring.predict(loaded, {**EXAMPLE, "country": "mars"}, settings=settings, test_mode=True)
     assert logs.read_log(settings.log_dir, "predict", test_mode=True) == []
 
 
 def test_n_predictions_give_n_log_lines(loaded, settings):
     for _ in range(5):
-        model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
-    model.predict(loaded, [EXAMPLE] * 3, settings=settings, test_mode=True)
+        scoring.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    scoring.predict(loaded, [EXAMPLE] * 3, settings=settings, test_mode=True)
     assert len(logs.read_log(settings.log_dir, "predict", test_mode=True)) == 8
 
 
 def test_predict_log_holds_the_course_fields(loaded, settings):
-    prediction = model.predict(loaded, EXAMPLE, settings=settings, request_id="req-1",
-                               test_mode=True)
+    prediction = scoring.predict(loaded, EXAMPLE, settings=settings, request_id="req-1",
+                                 test_mode=True)
     (record,) = logs.read_log(settings.log_dir, "predict", test_mode=True)
     assert record["request_id"] == prediction.request_id == "req-1"
     assert record["prediction"] == prediction.labels[0]
@@ -293,30 +295,30 @@ def test_predict_log_holds_the_course_fields(loaded, settings):
 
 
 def test_request_ids_are_generated_and_unique(loaded, settings):
-    first = model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
-    second = model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    first = scoring.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    second = scoring.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
     assert first.request_id != second.request_id
 
 
 def test_inputs_stay_out_of_the_log_when_switched_off(loaded, monkeypatch):
     monkeypatch.setenv("MODEL_LOG_INPUTS", "false")
     settings = Settings()
-    model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    scoring.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
     (record,) = logs.read_log(settings.log_dir, "predict", test_mode=True)
     assert "input" not in record
 
 
 def test_prediction_serialises_to_a_dict(loaded, settings):
-    result = model.predict(loaded, EXAMPLE, settings=settings, test_mode=True).to_dict()
+    result = scoring.predict(loaded, EXAMPLE, settings=settings, test_mode=True).to_dict()
     assert set(result) == {"request_id", "model_version", "predictions", "probabilities"}
 
 
 def test_test_mode_never_touches_production_paths(production_paths, settings, small_dataset,
                                                   quick_training):
     before = snapshot(production_paths)
-    model.train(settings, small_dataset, test_mode=True)
-    loaded = model.load_model(settings, test_mode=True)
-    model.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
+    training.train(settings, small_dataset, test_mode=True)
+    loaded = loading.load_pipeline(settings, test_mode=True)
+    scoring.predict(loaded, EXAMPLE, settings=settings, test_mode=True)
     assert snapshot(production_paths) == before
     assert [p.name for p in settings.registry_dir.iterdir() if p.is_symlink()] == ["test-model-0.1"]
     assert sorted(p.name.rsplit("-", 2)[0] for p in settings.log_dir.iterdir()) == [
@@ -362,7 +364,7 @@ def test_an_accelerated_fit_computes_the_classifier_in_the_accelerators_arrays(
 
     compute = device.Compute(strict_accelerator(to_numpy=to_numpy))
     X, y = small_dataset[data.FEATURES], small_dataset[data.TARGET]
-    pipeline = model.fit_pipeline(model.build_pipeline(LogisticRegression()), X, y, compute)
+    pipeline = training.fit_pipeline(training.build_pipeline(LogisticRegression()), X, y, compute)
     # coef_, intercept_ and n_iter_ were fitted as array-api-strict arrays, then brought back.
     assert came_back == ["array_api_strict"] * 3
     fitted = {k: v for k, v in vars(pipeline[-1]).items() if k.endswith("_")}
@@ -373,39 +375,39 @@ def test_an_accelerated_fit_computes_the_classifier_in_the_accelerators_arrays(
 def test_an_accelerated_fit_gives_the_probabilities_of_a_cpu_fit(
         small_dataset, array_api_enabled):
     X, y = small_dataset[data.FEATURES], small_dataset[data.TARGET]
-    accelerated = model.fit_pipeline(model.build_pipeline(LogisticRegression()), X, y,
-                                     device.Compute(strict_accelerator()))
-    on_cpu = model.build_pipeline(LogisticRegression()).fit(X, y)
+    accelerated = training.fit_pipeline(training.build_pipeline(LogisticRegression()), X, y,
+                                        device.Compute(strict_accelerator()))
+    on_cpu = training.build_pipeline(LogisticRegression()).fit(X, y)
     np.testing.assert_allclose(accelerated.predict_proba(X), on_cpu.predict_proba(X),
                                rtol=0, atol=1e-9)
 
 
 def test_only_classifiers_with_array_api_support_run_on_the_accelerator():
     compute = device.Compute(strict_accelerator())
-    assert model.runs_on_device(LogisticRegression(), compute)
-    assert not model.runs_on_device(LogisticRegression(solver="liblinear"), compute)
-    assert not model.runs_on_device(RandomForestClassifier(), compute)
-    assert not model.runs_on_device(DummyClassifier(), compute)
-    assert not model.runs_on_device(LogisticRegression(), device.Compute(None, "no GPU"))
+    assert training.runs_on_device(LogisticRegression(), compute)
+    assert not training.runs_on_device(LogisticRegression(solver="liblinear"), compute)
+    assert not training.runs_on_device(RandomForestClassifier(), compute)
+    assert not training.runs_on_device(DummyClassifier(), compute)
+    assert not training.runs_on_device(LogisticRegression(), device.Compute(None, "no GPU"))
 
 
 def test_a_model_fitted_on_an_accelerator_is_the_plain_artifact_the_service_loads(
         settings, small_dataset, quick_training, array_api_enabled):
-    model.train(settings, small_dataset, test_mode=True,
-                compute=device.Compute(strict_accelerator()))
-    loaded = model.load_model(settings, test_mode=True)
+    training.train(settings, small_dataset, test_mode=True,
+                   compute=device.Compute(strict_accelerator()))
+    loaded = loading.load_pipeline(settings, test_mode=True)
     classifier = loaded.pipeline[-1]
     assert isinstance(classifier.coef_, np.ndarray)
     assert isinstance(classifier.intercept_, np.ndarray)
-    served = scoring.load_served_model(settings, test_mode=True)
+    served = loading.load_model(settings, test_mode=True)
     assert served.scorer is not None  # the numpy scoring spec was verified and stored
-    assert model.agrees_with(served.scorer, loaded.pipeline)
+    assert pipeline_scoring.agrees_with(served.scorer, loaded.pipeline)
 
 
 def test_training_records_the_accelerator_and_the_parity_check(
         settings, small_dataset, quick_training, array_api_enabled):
-    result = model.train(settings, small_dataset, test_mode=True,
-                         compute=device.Compute(strict_accelerator()))
+    result = training.train(settings, small_dataset, test_mode=True,
+                            compute=device.Compute(strict_accelerator()))
     compute = result.metadata["compute"]
     assert {k: compute[k] for k in ("device", "library", "dispatch", "fallback_reason")} == {
         "device": "array-api-strict CPU device", "library": "array-api-strict",
@@ -419,7 +421,7 @@ def test_training_records_the_accelerator_and_the_parity_check(
 
 def test_training_without_a_gpu_records_the_cpu_and_why(
         settings, small_dataset, quick_training, no_gpu_library):
-    result = model.train(settings, small_dataset, test_mode=True)
+    result = training.train(settings, small_dataset, test_mode=True)
     compute = result.metadata["compute"]
     assert (compute["device"], compute["library"], compute["parity"]) == ("cpu", None, None)
     assert compute["fallback_reason"].endswith("CuPy is not installed (the GPU image has it)")
@@ -430,7 +432,7 @@ def test_training_without_a_gpu_records_the_cpu_and_why(
 def test_a_disagreeing_accelerator_fails_training_and_keeps_the_previous_model(
         trained_settings, small_dataset, quick_training, array_api_enabled, monkeypatch,
         capsys):
-    before = model.load_model(trained_settings, test_mode=True).metadata["trained_at"]
+    before = loading.load_pipeline(trained_settings, test_mode=True).metadata["trained_at"]
     skewed = strict_accelerator(to_numpy=lambda array: np.from_dlpack(array) + 0.5)
     monkeypatch.setattr(device, "detect", lambda: device.Compute(skewed))
     csv = trained_settings.registry_dir.parent / "train.csv"
@@ -439,7 +441,7 @@ def test_a_disagreeing_accelerator_fails_training_and_keeps_the_previous_model(
     err = capsys.readouterr().err
     assert "the fit on array-api-strict CPU device disagrees with the same fit on the CPU" in err
     assert "no model was stored" in err
-    assert model.load_model(trained_settings, test_mode=True).metadata["trained_at"] == before
+    assert loading.load_pipeline(trained_settings, test_mode=True).metadata["trained_at"] == before
 
 
 def test_a_device_failing_mid_training_falls_back_to_the_cpu_and_says_why(
@@ -448,8 +450,8 @@ def test_a_device_failing_mid_training_falls_back_to_the_cpu_and_says_why(
         raise MemoryError("out of memory allocating 2400 bytes")
 
     with caplog.at_level(logging.WARNING):
-        result = model.train(settings, small_dataset, test_mode=True,
-                             compute=device.Compute(strict_accelerator(to_device=out_of_memory)))
+        result = training.train(settings, small_dataset, test_mode=True,
+                                compute=device.Compute(strict_accelerator(to_device=out_of_memory)))
     compute = result.metadata["compute"]
     assert (compute["device"], compute["parity"]) == ("cpu", None)
     assert compute["fallback_reason"] == (
@@ -465,12 +467,12 @@ TRAIN_WITH_DISPATCH = """
 import json, sys
 import numpy as np
 import array_api_strict
-from {{ cookiecutter.package }} import data, device, model
+from {{ cookiecutter.package }} import data, device, training
 from {{ cookiecutter.package }}.config import Settings
 accelerator = device.Accelerator(
     library="array-api-strict", version=array_api_strict.__version__, device="strict",
     namespace=array_api_strict, to_device=array_api_strict.asarray, to_numpy=np.from_dlpack)
-result = model.train(Settings(registry_dir=sys.argv[1], log_dir=sys.argv[2]),
+result = training.train(Settings(registry_dir=sys.argv[1], log_dir=sys.argv[2]),
                      data.make_default_dataset(n_rows=400, seed=3), test_mode=True,
                      compute=device.Compute(accelerator))
 print(json.dumps(result.metadata["compute"]))
@@ -489,4 +491,4 @@ def test_training_dispatches_with_scipy_array_api_set_from_the_start(tmp_path):
     # The full candidate set: the forest fits on the CPU, so a parity check happens only
     # when the logistic regression, fitted through the dispatch, is the one selected.
     if compute["parity"] is not None:
-        assert compute["parity"]["max_abs_probability_difference"] <= model.PARITY_TOLERANCE
+        assert compute["parity"]["max_abs_probability_difference"] <= training.PARITY_TOLERANCE

@@ -1,22 +1,22 @@
-"""Build, train, evaluate, load and predict.
+"""Build, cross-validate, select, evaluate and store a model version.
 
 Training compares candidate pipelines by cross-validation on the training split, against a
 baseline that always predicts the class prior, keeps the simplest candidate within one
 standard error of the best, evaluates it once on a held-out split and stores it in the
-registry with its metrics, with a plain-JSON scoring spec when numpy alone can score it.
+registry with its metrics, with a plain-JSON scoring spec when numpy alone can score it
+(``pipeline_scoring.verified_scorer_spec``).
 
 Fits run on the CPU, or, where ``device.detect`` finds a GPU, with the classifier on the GPU
 through scikit-learn's array API dispatch (``fit_pipeline``); the stored pipeline is the same
 plain numpy artifact either way, and an accelerated model is stored only if its held-out
 probabilities agree with a CPU fit's (``check_parity``).
 
-Prediction (validate, score, log every row) lives in ``scoring``, which serving uses without
-scikit-learn; its names are re-exported here for notebooks (the README's example) and tests.
+Loading a stored model is ``loading``'s job, and prediction (validate, score, log every row)
+``scoring``'s.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -44,11 +44,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from . import data as dataset
 from . import device, logs
 from .config import Settings
+from .pipeline_scoring import verified_scorer_spec
 from .registry import Registry, artifact_name
-from .scoring import (  # noqa: F401 - re-exported: notebooks and tests use them here
-    AGREEMENT, LOGISTIC, SPEC_FORMAT, LoadedModel, NumpyScorer, Prediction, SpecError, classify,
-    predict, predict_requests,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +54,6 @@ TEST_SIZE = 0.2
 CV_FOLDS = 5
 SELECTION_METRIC = "roc_auc"
 CV_METRICS = ("roc_auc", "f1", "accuracy")
-# Types in a stored pipeline that skops does not trust by default but these candidates need:
-# a random forest's trees, and the column list that older scikit-learn/skops pairs store for
-# a ColumnTransformer. Loading refuses anything else.
-TRUSTED_TYPES = frozenset({
-    "sklearn.tree._tree.Tree",
-    "sklearn.compose._column_transformer._RemainderColsList",
-})
 # Fewer examples of a class than this cannot be split into stratified folds meaningfully.
 MIN_CLASS_ROWS = 10
 # How far an accelerated fit's held-out probabilities may be from a CPU fit's. The same
@@ -378,171 +368,6 @@ def train(settings: Settings, data: pd.DataFrame | None = None, *,
     logger.info("stored version %s in %s (%.1f s)", settings.version, artifact.path, runtime)
     return TrainResult(name=name, version=settings.version, path=artifact.path,
                        metadata=artifact.metadata)
-
-
-def scoring_spec(pipeline: Pipeline) -> dict:
-    """The JSON-ready scoring spec of a pipeline ``build_pipeline`` makes (see ``scoring``).
-
-    The encoders' columns and statistics always; the classifier's coefficients when it is a
-    binary logistic regression, else ``"classifier": None`` (numpy cannot score it alone).
-    Raises ``TypeError`` for a pipeline of another shape.
-    """
-    preprocess, classifier = pipeline.steps[0][1], pipeline.steps[-1][1]
-    if len(pipeline.steps) != 2 or not isinstance(preprocess, ColumnTransformer):
-        raise TypeError("unsupported pipeline shape")
-    encoders = []
-    offset = 0
-    for name, transformer, columns in preprocess.transformers_:
-        if name == "remainder" and transformer == "drop":
-            continue
-        if isinstance(transformer, OneHotEncoder) and transformer.drop_idx_ is None:
-            for column, categories in zip(columns, transformer.categories_):
-                index = {str(category): offset + i for i, category in enumerate(categories)}
-                encoders.append({"kind": "one_hot", "feature": column, "columns": index})
-                offset += len(categories)
-        elif isinstance(transformer, StandardScaler):
-            for i, column in enumerate(columns):
-                mean = float(transformer.mean_[i]) if transformer.with_mean else 0.0
-                scale = float(transformer.scale_[i]) if transformer.with_std else 1.0
-                encoders.append({"kind": "standardize", "feature": column, "column": offset,
-                                 "mean": mean, "scale": scale})
-                offset += 1
-        else:
-            raise TypeError(f"unsupported transformer {type(transformer).__name__}")
-    if list(classifier.classes_) != list(dataset.SCHEMA.classes):
-        raise TypeError("unsupported classes")
-    linear = None
-    if isinstance(classifier, LogisticRegression) and classifier.coef_.shape[0] == 1:
-        linear = {"kind": LOGISTIC, "coef": [float(c) for c in classifier.coef_[0]],
-                  "intercept": float(classifier.intercept_[0])}
-    return {"format": SPEC_FORMAT, "features": list(dataset.FEATURES),
-            "classes": [int(c) for c in dataset.SCHEMA.classes], "width": offset,
-            "encoders": encoders, "classifier": linear}
-
-
-def fast_scorer(pipeline: Pipeline, spec: dict | None = None) -> NumpyScorer:
-    """The pipeline's positive-class probability computed with plain numpy.
-
-    scikit-learn's per-call overhead (input checks, column selection through pandas) costs
-    milliseconds, far more than the model itself; for the pipeline ``build_pipeline`` makes,
-    the same arithmetic takes microseconds. A classifier other than a logistic regression
-    scores the numpy-encoded rows itself. ``spec`` is the pipeline's ``scoring_spec`` when the
-    caller has it already (as parsed back from its JSON, say). Raises ``TypeError`` for an
-    unsupported pipeline and ``SpecError`` for one whose encoders do not cover the schema.
-    """
-    spec = scoring_spec(pipeline) if spec is None else spec
-    return NumpyScorer(spec, classifier=None if spec["classifier"] else pipeline.steps[-1][1])
-
-
-def check_records(n_rows: int = 64) -> pd.DataFrame:
-    """Deterministic records that cover every category and each numeric range."""
-    columns = {}
-    for j, feature in enumerate(dataset.SCHEMA.features):
-        if isinstance(feature, dataset.CategoricalFeature):
-            k = len(feature.categories)
-            columns[feature.name] = [feature.categories[(i + j) % k] for i in range(n_rows)]
-        else:
-            grid = np.linspace(feature.minimum, feature.maximum, n_rows)
-            values = [grid[(i * 7 + j * 13) % n_rows] for i in range(n_rows)]
-            columns[feature.name] = [int(round(v)) if feature.integer else float(v)
-                                     for v in values]
-    return dataset.validate_records(pd.DataFrame(columns))
-
-
-def agrees_with(scorer: NumpyScorer, pipeline: Pipeline) -> bool:
-    """Whether a numpy scorer gives the pipeline's probabilities on ``check_records``.
-
-    Both of its ways are checked: numpy on the whole frame and, where the scorer has one,
-    plain Python row by row (what the service uses for small requests).
-    """
-    frame = check_records()
-    expected = pipeline.predict_proba(frame)[:, 1]
-    actual = scorer.positive_probability({c: frame[c].to_numpy() for c in frame.columns})
-    if not np.allclose(actual, expected, rtol=0, atol=AGREEMENT):
-        return False
-    if not scorer.scores_rows:
-        return True
-    rows = frame.to_dict("records")
-    return bool(np.allclose(scorer.row_probabilities(rows), expected, rtol=0, atol=AGREEMENT))
-
-
-def _agreeing_scorer(spec: dict, pipeline: Pipeline, *, disagreement: str) -> NumpyScorer | None:
-    """The numpy scorer of the pipeline's ``spec``, if it gives the pipeline's probabilities.
-
-    What training (before storing a spec) and loading a pipeline (before scoring with numpy)
-    both check. A spec without a classifier (a forest) is scored by the pipeline's own
-    classifier on the numpy-encoded rows. When the probabilities differ on ``check_records``,
-    logs ``disagreement`` as a warning and returns None. Raises ``SpecError`` for a spec
-    ``NumpyScorer`` refuses; the caller says what happens instead.
-    """
-    scorer = fast_scorer(pipeline, spec)
-    if agrees_with(scorer, pipeline):
-        return scorer
-    logger.warning(disagreement)
-    return None
-
-
-def verified_scorer_spec(pipeline: Pipeline) -> bytes | None:
-    """The pipeline's scoring spec as JSON bytes, if numpy alone scores it as the pipeline does.
-
-    The spec is checked the way the service will use it: parsed back from these very bytes.
-    None (and a log line saying why) when the pipeline needs scikit-learn to score.
-    """
-    try:
-        spec = scoring_spec(pipeline)
-    except (TypeError, AttributeError) as error:
-        logger.info("no scoring spec: %s", error)
-        return None
-    if spec["classifier"] is None:
-        logger.info("no scoring spec: %s needs scikit-learn to score",
-                    type(pipeline.steps[-1][1]).__name__)
-        return None
-    payload = (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    try:
-        scorer = _agreeing_scorer(
-            json.loads(payload), pipeline,
-            disagreement="no scoring spec: its numpy scoring disagrees with the pipeline")
-    except SpecError as error:
-        logger.warning("no scoring spec: %s", error)
-        return None
-    return None if scorer is None else payload
-
-
-@dataclass
-class PipelineModel(LoadedModel):
-    """A model version loaded from its pipeline; numpy scores it when verified to agree."""
-
-    def __post_init__(self):
-        if self.scorer is None:
-            self.scorer = self._verified_scorer()
-
-    def _verified_scorer(self) -> NumpyScorer | None:
-        try:
-            spec = scoring_spec(self.pipeline)
-        except (TypeError, AttributeError) as error:
-            logger.info("fast scoring unavailable (%s); using the pipeline", error)
-            return None
-        try:
-            return _agreeing_scorer(
-                spec, self.pipeline,
-                disagreement="fast scoring disagrees with the pipeline; using the pipeline")
-        except SpecError as error:
-            logger.info("fast scoring unavailable (%s); using the pipeline", error)
-            return None
-
-
-def load_model(settings: Settings, *, test_mode: bool = False) -> PipelineModel:
-    """Load and verify the configured model version's pipeline from the registry.
-
-    Raises ``registry.ModelNotFoundError`` when it was never trained and
-    ``registry.IntegrityError`` when its files were modified.
-    """
-    name = artifact_name(test_mode)
-    pipeline, artifact = Registry(settings.registry_dir).load(
-        name, settings.version, trusted_types=TRUSTED_TYPES
-    )
-    return PipelineModel(pipeline=pipeline, metadata=artifact.metadata, name=name,
-                         version=settings.version, path=artifact.path)
 
 
 def load_training_data(settings: Settings, *, test_mode: bool = False) -> pd.DataFrame:

@@ -4,7 +4,7 @@ import collections
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from . import scoring
+from .. import scoring
 
 
 class Metrics:

@@ -14,7 +14,7 @@ is a plain ASGI endpoint that the app dispatches to before FastAPI's middleware 
 (whose per-request machinery costs several times the model). It validates the raw body in one
 pass with pydantic-core's JSON parser, against request models generated from ``data.SCHEMA``,
 and runs on the event loop without a thread hop; requests that arrive together are predicted
-and logged together (``predict_endpoint``). The same models (``schemas``) document it in the
+and logged together (``predict_endpoint``). The same models (``api_types``) document it in the
 OpenAPI schema.
 """
 
@@ -40,12 +40,10 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, logs, scoring
-from .config import Settings
-from .metrics import Metrics
-from .predict_endpoint import PredictEndpoint, too_large_message
-from .registry import Registry, RegistryBusyError
-from .schemas import (
+from .. import __version__, logs, scoring
+from ..config import Settings
+from ..registry import Registry, RegistryBusyError
+from .api_types import (
     ErrorResponse,
     Health,
     LogFile,
@@ -56,14 +54,13 @@ from .schemas import (
     TrainResponse,
     batch_model,
     documented_errors,
-    error_items,
-    error_response,
-    error_summary,
-    json_response,
     predict_request_type,
     record_model,
 )
-from .served_model import ModelState
+from .metrics import Metrics
+from .model_state import ModelState
+from .predict_endpoint import PredictEndpoint, too_large_message
+from .responses import error_items, error_response, error_summary, json_response
 
 logger = logging.getLogger(__name__)
 
@@ -441,9 +438,9 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> AP
 def _train_and_serve(settings: Settings, state: ModelState, test_mode: bool):
     """Train under the registry's lock and serve the result (runs on a worker thread)."""
     with Registry(settings.registry_dir).training_lock():
-        from . import model  # scikit-learn: imported here, off the event loop, when first needed
+        from .. import training  # scikit-learn: imported here, off the event loop, when needed
 
-        result = model.train(settings, test_mode=test_mode)
+        result = training.train(settings, test_mode=test_mode)
         if not test_mode:
             state.load()
     return result
@@ -489,7 +486,7 @@ def run(settings: Settings) -> int:
 
     # The package's own messages (which model is served, load failures) at INFO, next to
     # uvicorn's; the command line sets the root logger to warnings only.
-    logging.getLogger(__package__).setLevel(logging.INFO)
+    logging.getLogger(__package__.partition(".")[0]).setLevel(logging.INFO)
     config = dict(host=settings.host, port=settings.port, workers=settings.workers,
                   access_log=False, log_level="info", proxy_headers=False,
                   timeout_graceful_shutdown=10)

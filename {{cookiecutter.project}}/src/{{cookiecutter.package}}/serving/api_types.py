@@ -1,15 +1,12 @@
-"""The API's request and response types, and the JSON bodies it answers with.
+"""The API's request and response types, as the OpenAPI document describes them.
 
 The request types are generated from ``data.SCHEMA``, so the API validates exactly the
 features the model takes; the same types document ``POST /predict`` in the OpenAPI schema.
-Every refusal has one body, ``ErrorResponse``, built by ``error_response``.
+Every refusal has one body, ``ErrorResponse`` (``responses.error_response`` writes it).
 """
 
 from typing import Annotated, Literal, Union
 
-import orjson
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -19,13 +16,10 @@ from pydantic import (
     StrictBool,
     StrictInt,
     Tag,
-    ValidationError,
 )
 from typing_extensions import TypedDict  # pydantic's TypedDict support needs it on Python < 3.12
 
-from . import data
-
-JSON = "application/json"
+from .. import data
 
 
 # ----------------------------------------------------------------------------- request types
@@ -178,42 +172,3 @@ ERRORS = {
 def documented_errors(*codes: int) -> dict:
     """The ``responses`` entries of an endpoint that refuses with these status codes."""
     return {code: ERRORS[code] for code in codes}
-
-
-# ----------------------------------------------------------------------------- JSON bodies
-
-def json_response(content, status_code: int = 200, headers: dict | None = None) -> Response:
-    """A JSON response serialised with orjson."""
-    return Response(orjson.dumps(content), status_code=status_code, media_type=JSON,
-                    headers=headers)
-
-
-def _field(location) -> str:
-    # Drop the union tag ("record"/"batch") the client never wrote.
-    parts = [str(part) for part in location if part not in ("record", "batch", "body")]
-    return ".".join(parts) or "body"
-
-
-def error_items(error: ValidationError | RequestValidationError) -> list[dict]:
-    """The problems of a pydantic error as ``{"field", "message"}`` items."""
-    items = []
-    for item in error.errors():
-        message = item["msg"]
-        if item["type"] == "json_invalid":
-            message = f"invalid JSON: {item.get('ctx', {}).get('error', message)}"
-        items.append({"field": _field(item["loc"]), "message": message})
-    return items
-
-
-def error_response(status_code: int, detail: str, request_id: str | None = None,
-                   errors: list[dict] | None = None, headers: dict | None = None) -> Response:
-    """The JSON error body of every refusal."""
-    return json_response({"detail": detail, "errors": errors or [], "request_id": request_id},
-                         status_code, headers)
-
-
-def error_summary(items: list[dict]) -> str:
-    """The ``detail`` of a 422: the first problem, and how many more there are."""
-    first = items[0]
-    more = f" (and {len(items) - 1} more problems)" if len(items) > 1 else ""
-    return f"{first['field']}: {first['message']}{more}"

@@ -22,12 +22,12 @@ import orjson
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
-from . import logs, scoring
-from .schemas import error_items, error_response, error_summary
-from .served_model import ModelState
+from .. import logs, scoring
+from .model_state import ModelState
+from .responses import JSON, error_items, error_response, error_summary
 
-# The headers of every prediction, besides its length and request id (schemas.JSON).
-JSON_TYPE = (b"content-type", b"application/json")
+# The header of every prediction, besides its length and request id.
+JSON_TYPE = (b"content-type", JSON.encode("latin-1"))
 
 
 def too_large_message(max_body_bytes: int) -> str:

@@ -1,0 +1,49 @@
+"""The JSON bodies the API answers with, serialised with orjson; the one shape of a refusal.
+
+Every refusal's body has the fields of ``api_types.ErrorResponse``: ``error_response`` writes
+it, and ``error_items`` and ``error_summary`` turn pydantic's errors into its items and detail.
+"""
+
+import orjson
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+JSON = "application/json"
+
+
+def json_response(content, status_code: int = 200, headers: dict | None = None) -> Response:
+    """A JSON response serialised with orjson."""
+    return Response(orjson.dumps(content), status_code=status_code, media_type=JSON,
+                    headers=headers)
+
+
+def _field(location) -> str:
+    # Drop the union tag ("record"/"batch") the client never wrote.
+    parts = [str(part) for part in location if part not in ("record", "batch", "body")]
+    return ".".join(parts) or "body"
+
+
+def error_items(error: ValidationError | RequestValidationError) -> list[dict]:
+    """The problems of a pydantic error as ``{"field", "message"}`` items."""
+    items = []
+    for item in error.errors():
+        message = item["msg"]
+        if item["type"] == "json_invalid":
+            message = f"invalid JSON: {item.get('ctx', {}).get('error', message)}"
+        items.append({"field": _field(item["loc"]), "message": message})
+    return items
+
+
+def error_response(status_code: int, detail: str, request_id: str | None = None,
+                   errors: list[dict] | None = None, headers: dict | None = None) -> Response:
+    """The JSON error body of every refusal."""
+    return json_response({"detail": detail, "errors": errors or [], "request_id": request_id},
+                         status_code, headers)
+
+
+def error_summary(items: list[dict]) -> str:
+    """The ``detail`` of a 422: the first problem, and how many more there are."""
+    first = items[0]
+    more = f" (and {len(items) - 1} more problems)" if len(items) > 1 else ""
+    return f"{first['field']}: {first['message']}{more}"
