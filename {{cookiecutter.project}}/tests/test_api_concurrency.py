@@ -87,6 +87,19 @@ def test_two_workers_logging_at_once_lose_no_line(served_settings):
     assert all(orjson.loads(line)["input"] == RECORD for line in lines)
 
 
+def test_batched_predictions_are_counted_by_class(served_settings):
+    app = service.create_app(served_settings)
+    app.state.model.load()
+    bodies = [{"records": [RECORD] * (i % 5 + 1)} for i in range(40)]
+    answers = asyncio.run(predict_concurrently(app, bodies))
+    app.state.log_writer.close()
+    labels = [label for answer in answers for label in answer.json()["predictions"]]
+    counted = {sample.labels["prediction"]: sample.value
+               for metric in app.state.metrics.predictions.collect()
+               for sample in metric.samples if sample.name.endswith("_total")}
+    assert counted == {str(label): float(labels.count(label)) for label in set(labels)}
+
+
 def test_predict_log_writes_run_off_the_event_loop(served_settings, monkeypatch):
     writing = []
     real_write = logs._locked_write

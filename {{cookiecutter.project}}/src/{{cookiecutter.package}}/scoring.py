@@ -33,7 +33,7 @@ SPEC_FORMAT = 1
 LOGISTIC = "logistic_regression"
 # Requests of up to this many rows are scored in plain Python (NumpyScorer.row_probabilities):
 # below it numpy's per-call costs are more than the rows' arithmetic.
-PLAIN_ROWS = 16
+PLAIN_ROWS = 64
 # The most two ways of scoring one model may differ by (a probability).
 AGREEMENT = 1e-9
 
