@@ -297,6 +297,53 @@ def test_a_server_bug_is_a_json_500_with_the_request_id(served_settings, monkeyp
     assert answer.json()["request_id"] == "bug-1"
 
 
+def test_every_500_is_the_one_answer_of_server_error(served_settings, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(scoring, "predict_requests", broken)
+    monkeypatch.setattr(service, "_model_info", broken)
+    answered = []
+    real = service.server_error
+    monkeypatch.setattr(service, "server_error",
+                        lambda scope: answered.append(scope["path"]) or real(scope))
+    with TestClient(service.create_app(served_settings),
+                    raise_server_exceptions=False) as client:
+        fast = client.post("/predict", json=RECORD, headers={"X-Request-ID": "bug-1"})
+        routed = client.get("/model", headers={"X-Request-ID": "bug-2"})
+        metrics = client.get("/metrics").text
+    assert answered == ["/predict", "/model"]
+    assert fast.status_code == routed.status_code == 500
+    assert {**fast.json(), "request_id": None} == {**routed.json(), "request_id": None}
+    assert fast.headers["x-request-id"] == "bug-1"
+    assert routed.headers["x-request-id"] == "bug-2"  # FastAPI's 500 passes the middleware too
+    assert 'http_requests_total{endpoint="/predict",method="POST",status="500"} 1.0' in metrics
+    assert 'http_requests_total{endpoint="/model",method="GET",status="500"} 1.0' in metrics
+
+
+def test_the_middleware_is_built_once_and_serves_every_path(served_settings, monkeypatch):
+    built = []
+    real_init = service.ServiceMiddleware.__init__
+    monkeypatch.setattr(service.ServiceMiddleware, "__init__",
+                        lambda self, *args, **kwargs: built.append(self) or real_init(
+                            self, *args, **kwargs))
+    with TestClient(service.create_app(served_settings)) as client:
+        answers = [client.post("/predict", json=RECORD), client.get("/health"),
+                   client.get("/nowhere")]
+    assert len(built) == 1
+    assert all(len(answer.headers["x-request-id"]) == 32 for answer in answers)
+
+
+def test_request_ids_are_unique_within_and_across_apps(served_settings):
+    ids = []
+    for _ in range(2):  # two apps, as two worker processes (or a restart) have
+        with TestClient(service.create_app(served_settings)) as client:
+            ids += [client.post("/predict", json=RECORD).json()["request_id"]
+                    for _ in range(20)]
+    assert len(set(ids)) == 40
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
 def test_run_serves_with_production_settings(monkeypatch, settings):
     calls = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: calls.append((app, options)))

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import httpx
 import orjson
@@ -32,6 +33,7 @@ def test_concurrent_requests_give_one_whole_log_line_per_row(served_settings):
     bodies = [RECORD if i % 2 else {"records": [RECORD] * (i % 7 + 1)} for i in range(200)]
 
     answers = asyncio.run(predict_concurrently(app, bodies))
+    app.state.log_writer.close()
 
     assert all(answer.status_code == 200 for answer in answers)
     rows = sum(1 if "records" not in body else len(body["records"]) for body in bodies)
@@ -49,6 +51,7 @@ def test_concurrent_requests_are_predicted_together(served_settings):
     app = service.create_app(served_settings)
     app.state.model.load()
     asyncio.run(predict_concurrently(app, [RECORD] * 50))
+    app.state.log_writer.close()
     # One batch writes one append with one timestamp for all its requests.
     timestamps = {orjson.loads(line)["timestamp"] for line in logged_lines(served_settings)}
     assert len(timestamps) < 50
@@ -82,3 +85,53 @@ def test_two_workers_logging_at_once_lose_no_line(served_settings):
     lines = logged_lines(served_settings)
     assert len(lines) == 2 * (per_worker // 2) * (1 + 5)
     assert all(orjson.loads(line)["input"] == RECORD for line in lines)
+
+
+def test_batched_predictions_are_counted_by_class(served_settings):
+    app = service.create_app(served_settings)
+    app.state.model.load()
+    bodies = [{"records": [RECORD] * (i % 5 + 1)} for i in range(40)]
+    answers = asyncio.run(predict_concurrently(app, bodies))
+    app.state.log_writer.close()
+    labels = [label for answer in answers for label in answer.json()["predictions"]]
+    counted = {sample.labels["prediction"]: sample.value
+               for metric in app.state.metrics.predictions.collect()
+               for sample in metric.samples if sample.name.endswith("_total")}
+    assert counted == {str(label): float(labels.count(label)) for label in set(labels)}
+
+
+def test_predict_log_writes_run_off_the_event_loop(served_settings, monkeypatch):
+    writing = []
+    real_write = logs._locked_write
+    monkeypatch.setattr(logs, "_locked_write", lambda fd, payload: (
+        writing.append(threading.get_ident()), real_write(fd, payload)))
+    app = service.create_app(served_settings)
+    app.state.model.load()
+    answers = asyncio.run(predict_concurrently(app, [RECORD] * 20))  # the loop: this thread
+    app.state.log_writer.close()
+    assert [answer.status_code for answer in answers] == [200] * 20
+    assert writing and threading.get_ident() not in writing
+    assert len(logged_lines(served_settings)) == 20
+
+
+def test_shutdown_writes_the_log_lines_still_queued(served_settings, monkeypatch):
+    real_write = logs._locked_write
+
+    def slow_write(fd, payload):
+        time.sleep(0.02)
+        real_write(fd, payload)
+
+    monkeypatch.setattr(logs, "_locked_write", slow_write)
+    app = service.create_app(served_settings)
+    path = str(logs.log_path(served_settings.log_dir, "predict"))
+    with TestClient(app) as client:
+        client.post("/predict", json=RECORD)  # what a prediction writes
+
+        async def queue_without_waiting():
+            for i in range(30):
+                app.state.log_writer.append(path, [b'{"queued":%d}' % i], lambda error: None)
+
+        client.portal.call(queue_without_waiting)
+    # Leaving the block shut the app down: the lines queued before were written first.
+    lines = logged_lines(served_settings)
+    assert [orjson.loads(line).get("queued") for line in lines] == [None, *range(30)]

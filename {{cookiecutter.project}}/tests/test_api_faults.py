@@ -345,7 +345,7 @@ class CountingAdapter:
 def test_a_batch_over_the_row_limit_is_refused_before_any_row_is_validated(
         served_settings, rows):
     app = app_for(served_settings, max_batch_rows=10)
-    endpoint = app.fast_predict.app
+    endpoint = app.front.predict
     endpoint.strict, endpoint.documented = map(CountingAdapter,
                                                (endpoint.strict, endpoint.documented))
     with TestClient(app) as client:

@@ -188,3 +188,32 @@ def train_on_both_workers(by_worker):
     time.sleep(1.0)  # five times the reload interval
     assert [c.request("GET", "/model")[1]["trained_at"] for c in (first, second)] == [
         trained_at, trained_at]
+
+
+def test_every_prediction_answered_before_a_shutdown_is_in_the_log(serve, served_settings):
+    """SIGTERM while clients post: whatever was answered 200 was logged first, none torn."""
+    url = serve()
+    process = serve.processes[-1]
+    record = dict(data.SCHEMA.example)
+
+    def post(i: int):
+        try:
+            answer = httpx.post(f"{url}/predict", json=record, timeout=10,
+                                headers={"X-Request-ID": f"r{i}"})
+        except httpx.TransportError:  # refused or cut off by the shutdown
+            return None
+        return answer.json()["request_id"] if answer.status_code == 200 else None
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        posts = [pool.submit(post, i) for i in range(400)]
+        while sum(p.done() for p in posts) < 50:
+            time.sleep(0.01)
+        process.terminate()
+        answered = {p.result() for p in posts} - {None}
+    assert process.wait(30) == 0
+    lines = [json.loads(line) for path in Path(served_settings.log_dir).glob("predict-*.jsonl")
+             for line in path.read_bytes().splitlines()]
+    logged = [line["request_id"] for line in lines]
+    assert len(answered) >= 50
+    assert answered <= set(logged)
+    assert len(logged) == len(set(logged))  # one line per predicted row, each written once

@@ -1,9 +1,12 @@
 """Logs: JSON Lines in monthly files, test logs apart, no line lost or torn by any writer."""
 
+import asyncio
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -156,3 +159,113 @@ def test_concurrent_processes_lose_no_lines(tmp_path):
     assert len(records) == 4 * 200
     for writer in map(str, range(4)):
         assert [r["i"] for r in records if r["writer"] == writer] == list(range(200))
+
+
+# ----------------------------------------------------------------------------- the writer
+
+def append_all(writer: logs.LogWriter, appends: list[tuple[str, list[bytes]]]) -> list:
+    """Queue the appends from an event loop; the outcome each ``then`` got, in order."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in appends]
+        for (path, lines), future in zip(appends, futures):
+            writer.append(path, lines, future.set_result)
+        return await asyncio.gather(*futures)
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def writer():
+    """A log writer, closed at the end."""
+    log_writer = logs.LogWriter()
+    yield log_writer
+    log_writer.close()
+
+
+def test_the_writer_keeps_the_order_and_reports_every_append(tmp_path, writer):
+    path = str(tmp_path / "predict-2026-01.jsonl")
+    outcomes = append_all(writer, [(path, [b'{"i":%d}' % i, b'{"j":%d}' % i])
+                                   for i in range(50)])
+    assert outcomes == [None] * 50
+    expected = [line for i in range(50) for line in (b'{"i":%d}' % i, b'{"j":%d}' % i)]
+    assert (tmp_path / "predict-2026-01.jsonl").read_bytes().splitlines() == expected
+
+
+def test_the_writer_writes_on_its_own_thread_never_the_loops(tmp_path, writer, monkeypatch):
+    threads = []
+    real_write = logs._locked_write
+    monkeypatch.setattr(logs, "_locked_write", lambda fd, payload: (
+        threads.append(threading.get_ident()), real_write(fd, payload)))
+    opened = []
+    real_open = logs._open_for_append
+    monkeypatch.setattr(logs, "_open_for_append", lambda path: (
+        opened.append(threading.get_ident()), real_open(path))[1])
+    append_all(writer, [(str(tmp_path / "a.jsonl"), [b"{}"])] * 3)
+    assert threads and opened
+    assert threading.get_ident() not in threads + opened  # asyncio.run's loop runs here
+
+
+def test_closing_the_writer_writes_everything_still_queued(tmp_path, monkeypatch):
+    real_write = logs._locked_write
+
+    def slow_write(fd, payload):
+        time.sleep(0.05)
+        real_write(fd, payload)
+
+    monkeypatch.setattr(logs, "_locked_write", slow_write)
+    writer = logs.LogWriter()
+    path = str(tmp_path / "predict-2026-01.jsonl")
+    answered = []
+
+    async def queue_and_leave():
+        for i in range(20):
+            writer.append(path, [b'{"i":%d}' % i], answered.append)
+
+    asyncio.run(queue_and_leave())  # the loop is gone before most lines are written
+    writer.close()
+    lines = (tmp_path / "predict-2026-01.jsonl").read_bytes().splitlines()
+    assert lines == [b'{"i":%d}' % i for i in range(20)]
+    assert writer._thread is None
+
+
+def test_the_writer_follows_a_log_moved_away_and_a_new_month(tmp_path, writer):
+    january = str(tmp_path / "predict-2026-01.jsonl")
+    append_all(writer, [(january, [b'{"n":1}'])])
+    os.rename(january, tmp_path / "rotated.jsonl")  # logrotate's default: move, then create
+    append_all(writer, [(january, [b'{"n":2}'])])
+    february = str(tmp_path / "predict-2026-02.jsonl")
+    append_all(writer, [(february, [b'{"n":3}'])])
+    assert (tmp_path / "rotated.jsonl").read_bytes() == b'{"n":1}\n'
+    assert (tmp_path / "predict-2026-01.jsonl").read_bytes() == b'{"n":2}\n'
+    assert (tmp_path / "predict-2026-02.jsonl").read_bytes() == b'{"n":3}\n'
+
+
+def test_a_failed_append_is_reported_and_the_next_one_opens_the_file_again(tmp_path, writer):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    path = str(blocker / "predict-2026-01.jsonl")  # its folder is a file
+    [error] = append_all(writer, [(path, [b"{}"])])
+    assert isinstance(error, logs.LogWriteError)
+    assert error.filename == path and error.strerror
+    blocker.unlink()
+    blocker.mkdir()
+    assert append_all(writer, [(path, [b"{}"])]) == [None]
+    assert (blocker / "predict-2026-01.jsonl").read_bytes() == b"{}\n"
+
+
+def test_the_writer_and_other_processes_lose_no_lines(tmp_path, writer):
+    script = textwrap.dedent(f"""
+        import sys
+        from {logs.__name__} import append_records
+        for i in range(200):
+            append_records(sys.argv[1], [dict(writer=sys.argv[2], i=i, pad="{LONG}")])
+    """)
+    path = logs.log_path(tmp_path, "predict")
+    process = subprocess.Popen([sys.executable, "-c", script, str(path), "cli"])
+    line = b'{"writer":"service","pad":"%s"}' % LONG.encode()
+    append_all(writer, [(str(path), [line] * 3)] * 200)
+    assert process.wait() == 0
+    records = logs.read_log(tmp_path, "predict")
+    assert len(records) == 200 + 200 * 3
+    assert [r["i"] for r in records if r["writer"] == "cli"] == list(range(200))

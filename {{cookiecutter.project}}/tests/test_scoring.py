@@ -88,6 +88,41 @@ def test_the_served_prediction_equals_the_pipelines(served_settings):
                                pipeline.predict_proba(frame)[:, 1], rtol=0, atol=1e-9)
 
 
+def test_small_requests_are_scored_in_plain_python_like_numpy(served_settings, monkeypatch):
+    served = loading.load_model(served_settings)
+    rows = pipeline_scoring.check_records().to_dict("records")
+    numpy_way = served.positive_probability(rows).tolist()
+    plain = served.scorer.row_probabilities(rows)
+    np.testing.assert_allclose(plain, numpy_way, rtol=0, atol=1e-12)
+    assert all(isinstance(p, float) for p in plain)
+
+    # What the service calls: plain Python up to PLAIN_ROWS rows, numpy beyond.
+    def numpy_is_not_used(records):
+        raise AssertionError("numpy was used for a small request")
+
+    monkeypatch.setattr(served, "positive_probability", numpy_is_not_used)
+    assert served.probabilities(rows[:scoring.PLAIN_ROWS]) == plain[:scoring.PLAIN_ROWS]
+    with pytest.raises(AssertionError):
+        served.probabilities(rows[:scoring.PLAIN_ROWS + 1])
+
+
+def test_plain_python_scoring_gives_finite_probabilities_at_extreme_scores(served_settings):
+    scorer = loading.load_model(served_settings).scorer
+    row = dict(EXAMPLE)
+    for sign in (1, -1):  # a score far beyond what exp() takes, both ways
+        scorer._intercept = sign * 1e6
+        assert scorer.row_probabilities([row]) == [1.0 if sign > 0 else 0.0]
+
+
+def test_a_scorer_whose_plain_python_disagrees_is_refused(served_settings, monkeypatch):
+    pipeline = loading.load_pipeline(served_settings).pipeline
+    scorer = loading.load_model(served_settings).scorer
+    assert pipeline_scoring.agrees_with(scorer, pipeline)
+    monkeypatch.setattr(scorer, "row_probabilities",
+                        lambda rows: [0.5] * len(rows))  # numpy's way still agrees
+    assert not pipeline_scoring.agrees_with(scorer, pipeline)
+
+
 def test_a_model_served_from_its_spec_has_no_pipeline(served_settings):
     served = loading.load_model(served_settings)
     assert served.pipeline is None

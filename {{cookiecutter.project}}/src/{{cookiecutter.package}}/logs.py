@@ -4,19 +4,23 @@ One JSON object per line, one line per event at the most granular level (a train
 predicted row), with the fields performance monitoring needs: timestamp, runtime, model
 version, a summary of the input data and, for predictions, the prediction itself.
 
-Every append is a single ``write`` of whole lines to a file opened with ``O_APPEND``, under a
-thread lock and an exclusive ``flock``: threads and processes (service workers, a CLI running
-next to them) can log at the same time without interleaving or losing lines.
+Every append is a single ``write`` of whole lines to a file opened with ``O_APPEND``, under an
+exclusive ``flock``: threads and processes (service workers, a CLI running next to them) can
+log at the same time without interleaving or losing lines. The service appends through a
+``LogWriter``, which does it on a thread of its own, off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import itertools
 import os
+import queue
 import re
 import stat
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -132,15 +136,27 @@ def append_lines(path: str | os.PathLike, lines: Sequence[bytes]) -> int:
         try:
             fd = _open_for_append(path)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                view = memoryview(payload)
-                while view:  # a regular file takes it in one go; loop in case it does not
-                    view = view[os.write(fd, view):]
+                _locked_write(fd, payload)
             finally:
-                os.close(fd)  # closing releases the flock
+                os.close(fd)
         except OSError as error:
             raise LogWriteError(error.errno, error.strerror, os.fspath(path)) from error
     return len(lines)
+
+
+def _locked_write(fd: int, payload: bytes) -> None:
+    """Write all of ``payload`` to a file opened with ``O_APPEND``, under its ``flock``.
+
+    The lock keeps another process's append (a second worker, the CLI) from landing between
+    two parts of a write that a file system splits.
+    """
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        view = memoryview(payload)
+        while view:  # a regular file takes it in one go; loop in case it does not
+            view = view[os.write(fd, view):]
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _open_for_append(path: str | os.PathLike) -> int:
@@ -251,6 +267,19 @@ def log_prediction_requests(log_dir: str | os.PathLike, *, test_mode: bool,
 
     Each row's record is the one ``log_predictions`` writes for its own request.
     """
+    path, lines = prediction_lines(log_dir, test_mode=test_mode, model_version=model_version,
+                                   requests=requests, log_inputs=log_inputs)
+    append_lines(path, lines)
+    return Path(path)
+
+
+def prediction_lines(log_dir: str | os.PathLike, *, test_mode: bool, model_version: str,
+                     requests: Sequence[PredictedRequest],
+                     log_inputs: bool = True) -> tuple[str, list[bytes]]:
+    """The predict log's file for now and the lines that record these requests' rows.
+
+    One line per predicted row, all with the same timestamp, whose month names the file.
+    """
     timestamp = utc_now()
     # The month comes from the timestamp itself, and a plain string path is cheaper than a
     # Path: this runs on every request.
@@ -275,5 +304,121 @@ def log_prediction_requests(log_dir: str | os.PathLike, *, test_mode: bool,
                 own["input"] = row
             own_json = orjson.dumps(own, option=orjson.OPT_SERIALIZE_NUMPY)
             lines.append(b"%s%d,%s" % (shared, index, own_json[1:]))
-    append_lines(path, lines)
-    return Path(path)
+    return path, lines
+
+
+class LogWriter:
+    """Appends lines to log files on a thread of its own, in the order they were given.
+
+    What the service uses so that no file operation runs on its event loop. ``append`` queues
+    the lines and returns at once; the thread writes them (with whatever else was queued
+    meanwhile for the same file, in one write) and then calls ``then`` on the caller's event
+    loop with None, or the ``LogWriteError`` that kept them from the file. A caller that
+    answers only in ``then`` therefore answers only what is on disk.
+
+    The file stays open between appends, with ``O_APPEND`` and the same ``flock`` per write
+    as ``append_lines``; it is reopened when the path changes (a new month) or when the file
+    at the path is no longer the one open (removed or rotated away). ``close`` writes
+    everything queued before it, then stops the thread; a later ``append`` starts a new one.
+    """
+
+    _STOP = object()
+
+    def __init__(self):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._open: tuple[str, int] | None = None  # (path, fd) of the file kept open
+
+    def append(self, path: str, lines: Sequence[bytes],
+               then: Callable[[LogWriteError | None], object]) -> None:
+        """Queue ``lines`` for ``path``; ``then(error)`` runs on the running loop once done."""
+        loop = asyncio.get_running_loop()
+        if self._thread is None or not self._thread.is_alive():
+            self._start()
+        self._queue.put((path, lines, loop, then))
+
+    def close(self) -> None:
+        """Write everything queued so far, stop the thread and close the file (blocks)."""
+        with self._start_lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._queue.put(self._STOP)
+            thread.join()
+            self._thread = None
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                # A daemon: an app that is never shut down (a test) does not hold the
+                # interpreter open; the service drains it on shutdown (close).
+                self._thread = threading.Thread(target=self._run, name="log-writer",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self._queue.get()]
+            while True:  # everything queued meanwhile goes in the same round
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is self._STOP:
+                stopping = True
+                batch.pop()
+            self._write_batch(batch)
+        self._close_file()
+
+    def _write_batch(self, batch: list) -> None:
+        """Write the queued appends, one write per run of the same path; report each."""
+        done: dict = {}
+        for path, group in itertools.groupby(batch, key=lambda item: item[0]):
+            group = list(group)
+            payload = b"".join(b"\n".join(lines) + b"\n" for _, lines, _, _ in group if lines)
+            error = self._write(path, payload) if payload else None
+            for _, _, loop, then in group:
+                done.setdefault(loop, []).append((then, error))
+        for loop, calls in done.items():
+            try:  # one wake-up per loop for the whole round
+                loop.call_soon_threadsafe(_call_each, calls)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+    def _write(self, path: str, payload: bytes) -> LogWriteError | None:
+        try:
+            fd = self._file(path)
+            _locked_write(fd, payload)
+        except OSError as error:
+            self._close_file()  # the next append opens the file again
+            return LogWriteError(error.errno, error.strerror, path)
+        return None
+
+    def _file(self, path: str) -> int:
+        """The open file of ``path``, opened again if the one at the path is another."""
+        if self._open is not None:
+            open_path, fd = self._open
+            if open_path == path:
+                try:
+                    here, there = os.stat(path), os.fstat(fd)
+                except FileNotFoundError:
+                    here = there = None
+                if here is not None and (here.st_ino, here.st_dev) == (there.st_ino,
+                                                                       there.st_dev):
+                    return fd
+            self._close_file()
+        fd = _open_for_append(path)
+        self._open = (path, fd)
+        return fd
+
+    def _close_file(self) -> None:
+        if self._open is not None:
+            os.close(self._open[1])
+            self._open = None
+
+
+def _call_each(calls: list) -> None:
+    for then, error in calls:
+        then(error)

@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from . import data as dataset
-from .scoring import LOGISTIC, SPEC_FORMAT, LoadedModel, NumpyScorer, SpecError
+from .scoring import AGREEMENT, LOGISTIC, SPEC_FORMAT, LoadedModel, NumpyScorer, SpecError
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +100,20 @@ def check_records(n_rows: int = 64) -> pd.DataFrame:
 
 
 def agrees_with(scorer: NumpyScorer, pipeline: Pipeline) -> bool:
-    """Whether a numpy scorer gives the pipeline's probabilities on ``check_records``."""
+    """Whether a numpy scorer gives the pipeline's probabilities on ``check_records``.
+
+    Both of its ways are checked: numpy on the whole frame and, where the scorer has one,
+    plain Python row by row (what the service uses for small requests).
+    """
     frame = check_records()
     expected = pipeline.predict_proba(frame)[:, 1]
     actual = scorer.positive_probability({c: frame[c].to_numpy() for c in frame.columns})
-    return bool(np.allclose(actual, expected, rtol=0, atol=1e-9))
+    if not np.allclose(actual, expected, rtol=0, atol=AGREEMENT):
+        return False
+    if not scorer.scores_rows:
+        return True
+    rows = frame.to_dict("records")
+    return bool(np.allclose(scorer.row_probabilities(rows), expected, rtol=0, atol=AGREEMENT))
 
 
 def _agreeing_scorer(spec: dict, pipeline: Pipeline, *, disagreement: str) -> NumpyScorer | None:

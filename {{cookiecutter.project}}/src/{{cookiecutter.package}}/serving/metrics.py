@@ -1,5 +1,7 @@
 """The service's Prometheus metrics: requests, latency, predictions, log write errors, version."""
 
+import collections
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .. import scoring
@@ -29,6 +31,7 @@ class Metrics:
             registry=self.registry,
         )
         self._series: dict[tuple, tuple] = {}
+        self._predicted: dict[tuple, object] = {}
         self.info = Gauge(
             "model_info", "1 for the model version being served.",
             ["model_version", "name"], registry=self.registry,
@@ -44,6 +47,16 @@ class Metrics:
                                           self.latency.labels(*labels))
         series[0].inc()
         series[1].observe(seconds)
+
+    def predicted(self, model_version: str, labels: list[int]) -> None:
+        """Count a batch's predicted rows by class: one increment per class, not per row."""
+        for label, count in collections.Counter(labels).items():
+            key = (model_version, label)
+            child = self._predicted.get(key)
+            if child is None:
+                child = self._predicted[key] = self.predictions.labels(model_version,
+                                                                       str(label))
+            child.inc(count)
 
     def served(self, loaded: scoring.LoadedModel) -> None:
         """Mark ``loaded`` as the served version."""

@@ -2,8 +2,9 @@
 
 The model scores a row in microseconds, so the request path is what costs: the app hands
 ``/predict`` to this endpoint ahead of FastAPI's middleware and router. It validates the raw
-body in one pass with pydantic-core's JSON parser and runs on the event loop without a thread
-hop; requests that arrive together are predicted and logged together.
+body in one pass with pydantic-core's JSON parser and predicts on the event loop without a
+thread hop; requests that arrive together are predicted and logged together. Only the log's
+file operations run on a thread (``logs.LogWriter``), so a slow disk never stalls the loop.
 
 A prediction is given only once it is logged: when the predict log cannot be written, the
 requests are refused with 503 (and ``/ready`` says not ready) rather than answered unlogged.
@@ -14,21 +15,28 @@ rows is refused in the time it takes to parse it, and the largest accepted reque
 """
 
 import asyncio
-import collections
+import functools
 import itertools
-import logging
 
 import orjson
-
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import logs, scoring
 from .model_state import ModelState
-from .responses import error_items, error_response, error_summary, json_response
+from .responses import JSON, error_items, error_response, error_summary
 
-logger = logging.getLogger(__name__)
+# The header of every prediction, besides its length and request id.
+JSON_TYPE = (b"content-type", JSON.encode("latin-1"))
+
+
+def too_large_message(max_body_bytes: int) -> str:
+    """The ``detail`` of the 413 that refuses a body over the size limit."""
+    return f"the request body is larger than {max_body_bytes} bytes (MODEL_MAX_BODY_BYTES)"
+
+
+class BodyTooLarge(Exception):
+    """A body sent in chunks grew past the size limit."""
 
 
 class PredictionBatcher:
@@ -38,16 +46,21 @@ class PredictionBatcher:
     the callbacks already due, which include the other requests whose bytes arrived in the
     same turn of the event loop. Under concurrency that gathers them into one batch; alone, a
     request waits one turn of the loop (microseconds). The model's per-call cost and the log's
-    file operations are then paid once per batch instead of once per request.
+    append are then paid once per batch instead of once per request.
+
+    The batch's log lines go to the ``LogWriter``, which writes them off the event loop; the
+    requests get their predictions only once the lines are written (``written``), so every
+    answered prediction is in the log, and a failed write answers each of them 503.
     """
 
-    def __init__(self, state: ModelState):
+    def __init__(self, state: ModelState, writer: logs.LogWriter):
         self.state = state
         self.settings = state.settings
+        self.writer = writer
         self.pending: list[tuple] = []
 
     def submit(self, loaded: scoring.LoadedModel, rows: list, request_id: str) -> asyncio.Future:
-        """Queue a request's validated rows; the future gets its ``scoring.Prediction``."""
+        """Queue a request's validated rows; the future gets its logged ``scoring.Prediction``."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self.pending:
@@ -56,83 +69,115 @@ class PredictionBatcher:
         return future
 
     def flush(self) -> None:
-        """Predict every queued request; a failure goes to each request's future."""
+        """Predict every queued request and hand its log lines to the writer."""
         pending, self.pending = self.pending, []
         # A model swapped in by a training run mid-batch predicts only what came after it.
         for loaded, group in itertools.groupby(pending, key=lambda item: item[0]):
             group = list(group)
+            futures = [future for *_, future in group]
             try:
                 predictions = scoring.predict_requests(
-                    loaded, [(rows, request_id) for _, rows, request_id, _ in group],
-                    settings=self.settings)
-            except logs.LogWriteError as error:
-                self.state.log_failed(error)
-                predictions = [error] * len(group)
+                    loaded, [(rows, request_id) for _, rows, request_id, _ in group])
+                path, lines = logs.prediction_lines(
+                    self.settings.log_dir, test_mode=False, model_version=loaded.version,
+                    requests=[logs.PredictedRequest(p.request_id, p.runtime, rows, p.labels,
+                                                    p.probabilities)
+                              for p, (_, rows, _, _) in zip(predictions, group)],
+                    log_inputs=self.settings.log_inputs)
             except Exception as error:  # noqa: BLE001 - each request reports it
-                predictions = [error] * len(group)
-            else:
-                if self.state.log_problem is not None:
-                    self.state.log_recovered()
-            for (*_, future), outcome in zip(group, predictions):
-                if future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+                _settle(futures, [error] * len(group))
+                continue
+            self.writer.append(path, lines,
+                               functools.partial(self.written, loaded, futures, predictions))
+
+    def written(self, loaded: scoring.LoadedModel, futures: list, predictions: list,
+                error: logs.LogWriteError | None) -> None:
+        """Answer a batch once its lines are in the log, or refuse it when they are not."""
+        if error is not None:
+            self.state.log_failed(error)
+            _settle(futures, [error] * len(futures))
+            return
+        if self.state.log_problem is not None:
+            self.state.log_recovered()
+        self.state.metrics.predicted(loaded.version,
+                                     [label for p in predictions for label in p.labels])
+        _settle(futures, predictions)
+
+
+def _settle(futures: list[asyncio.Future], outcomes: list) -> None:
+    for future, outcome in zip(futures, outcomes):
+        if future.done():  # its request was cancelled (the client went away)
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class PredictEndpoint:
-    """``POST /predict`` as a plain ASGI app: validate, predict, log, answer.
+    """``POST /predict`` as a plain ASGI endpoint: validate, predict, log, answer.
 
-    ``ServiceApp`` sends the path here ahead of FastAPI's middleware, router and per-request
-    dependency machinery, which together cost several times the model's microseconds; the
-    ``ServiceMiddleware`` around it still gives the request id, the metrics and the size limit.
-    Every failure is answered here: 4xx for the client's mistakes, a logged 500 for a bug.
+    ``ServiceMiddleware`` sends the path here ahead of FastAPI's middleware, router and
+    per-request dependency machinery, which together cost several times the model's
+    microseconds, and without wrapping ``receive`` and ``send``: the endpoint itself enforces
+    the body size limit on a chunked body, puts the request id in its answer's headers and
+    returns its status for the metrics. The client's mistakes are answered here with a 4xx; a
+    bug raises, and the middleware answers it with the one 500 of the service.
     """
 
     path = "/predict"  # the metrics' endpoint label
 
-    def __init__(self, state: ModelState, adapters: tuple[TypeAdapter, TypeAdapter]):
+    def __init__(self, state: ModelState, adapters: tuple[TypeAdapter, TypeAdapter],
+                 writer: logs.LogWriter, max_body_bytes: int):
         self.state = state
-        self.metrics = state.metrics
         self.strict, self.documented = adapters
-        self.batcher = PredictionBatcher(state)
+        self.batcher = PredictionBatcher(state, writer)
         self.max_rows = state.settings.max_batch_rows
+        self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope, receive, send) -> int:
+        """Answer one request; return the status it was answered with."""
         scope["route"] = self
         request_id = scope["request_id"]
         if scope["method"] != "POST":
-            response = error_response(405, "method not allowed: POST /predict", request_id,
-                                      headers={"allow": "POST"})
+            answer = error_response(405, "method not allowed: POST /predict", request_id,
+                                    headers={"allow": "POST"})
         else:
             try:
-                response = await self.predict(scope, receive)
-            except StarletteHTTPException as error:  # the body grew past the size limit
-                response = error_response(error.status_code, str(error.detail), request_id)
+                answer = await self.predict(scope, receive)
+            except BodyTooLarge:
+                answer = error_response(413, too_large_message(self.max_body_bytes),
+                                        request_id)
             except logs.LogWriteError:  # counted and reported by the batcher
-                response = error_response(
+                answer = error_response(
                     503, f"the prediction was not given: {self.state.log_problem}", request_id)
-            except Exception:
-                logger.exception("internal error in POST /predict (request %s)", request_id)
-                response = error_response(
-                    500, "internal server error; the request id is in the logs", request_id)
-        await response(scope, receive, send)
+        if type(answer) is bytes:
+            status, body = 200, answer
+            headers = [(b"content-length", b"%d" % len(body)), JSON_TYPE]
+        else:
+            status, body, headers = answer.status_code, answer.body, answer.raw_headers
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return status
 
-    async def predict(self, scope, receive) -> Response:
-        """The answer to one prediction request."""
+    async def predict(self, scope, receive) -> bytes | Response:
+        """The JSON body of a prediction, or the response that refuses the request."""
         request_id = scope["request_id"]
         loaded = self.state.loaded
         if loaded is None:
             return error_response(503, f"no model is loaded: {self.state.problem}", request_id)
-        chunks = []
+        chunks, received = [], 0
         while True:
             message = await receive()
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body_bytes:  # sent in chunks, or without a length
+                raise BodyTooLarge
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if not body.strip():
             return error_response(
                 422, 'the request body is empty: send one record or {"records": [...]}',
@@ -155,9 +200,7 @@ class PredictEndpoint:
         rows = payload["records"] if "records" in payload else [payload]
         # The request model enforces data.validate_rows' rules, so they are not run twice.
         prediction = await self.batcher.submit(loaded, rows, request_id)
-        for label, count in collections.Counter(prediction.labels).items():
-            self.metrics.predictions.labels(loaded.version, str(label)).inc(count)
-        return json_response(prediction.to_dict())
+        return orjson.dumps(prediction.to_dict())
 
     def too_many_rows(self, body: bytes, request_id: str) -> Response | None:
         """The 422 of a batch over the row limit, found before any row is validated."""

@@ -21,11 +21,11 @@ OpenAPI schema.
 import asyncio
 import contextlib
 import hmac
+import itertools
 import logging
 import os
 import re
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -59,7 +59,7 @@ from .api_types import (
 )
 from .metrics import Metrics
 from .model_state import ModelState
-from .predict_endpoint import PredictEndpoint
+from .predict_endpoint import PredictEndpoint, too_large_message
 from .responses import error_items, error_response, error_summary, json_response
 
 logger = logging.getLogger(__name__)
@@ -79,20 +79,53 @@ def request_id_of(request: Request) -> str | None:
     return request.scope.get("request_id")
 
 
+def server_error(scope) -> Response:
+    """The answer to a bug, on any path: a 500 with the request id and nothing of the error.
+
+    Reached by a bug, never by user input (that is refused with a 4xx); the exception is
+    logged with its traceback by the server after this response.
+    """
+    logger.error("internal error in %s %s (request %s)", scope.get("method"), scope.get("path"),
+                 scope.get("request_id"))
+    return error_response(500, "internal server error; the request id is in the logs",
+                          scope.get("request_id"))
+
+
+class RequestIds:
+    """Fresh request ids: 32 hex digits, a random prefix of the app's own and a counter.
+
+    Unique across workers and restarts like a ``uuid4``, without its system call and object
+    per request.
+    """
+
+    def __init__(self):
+        self.prefix = os.urandom(10).hex()
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        """The next id."""
+        return f"{self.prefix}{next(self.counter):012x}"
+
+
 class ServiceMiddleware:
     """Request id, request metrics and the declared body size of every HTTP request.
 
-    Plain ASGI rather than ``BaseHTTPMiddleware``: no task group per request, so it adds
-    microseconds, not a hop through anyio. A body whose Content-Length is over the limit is
-    refused before it is read; one sent in chunks is refused as soon as it grows past it.
+    The app's outermost layer, built once: it sends ``/predict`` straight to its endpoint
+    (which adds the id to its answer and enforces the size limit itself), everything else to
+    FastAPI with ``receive`` and ``send`` wrapped for the same. Plain ASGI rather than
+    ``BaseHTTPMiddleware``: no task group per request, so it adds microseconds, not a hop
+    through anyio. A body whose Content-Length is over the limit is refused before it is
+    read; one sent in chunks is refused as soon as it grows past it. A bug that escapes the
+    endpoint is answered here, by ``server_error``, like one in a FastAPI route.
     """
 
-    def __init__(self, app, *, metrics: Metrics, max_body_bytes: int):
+    def __init__(self, app, predict: PredictEndpoint, *, metrics: Metrics, max_body_bytes: int):
         self.app = app
+        self.predict = predict
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
-        self.too_large = (f"the request body is larger than {max_body_bytes} bytes "
-                          "(MODEL_MAX_BODY_BYTES)")
+        self.too_large = too_large_message(max_body_bytes)
+        self.ids = RequestIds()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -106,33 +139,40 @@ class ServiceMiddleware:
                 request_id = text if REQUEST_ID.match(text) else None
             elif name == b"content-length" and value.isdigit():
                 declared = int(value)
-        scope["request_id"] = request_id = request_id or uuid.uuid4().hex
-        header = (b"x-request-id", request_id.encode("latin-1"))
+        scope["request_id"] = request_id = request_id or self.ids.next()
         status = 500
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body_bytes:
-                # An HTTPException passes through FastAPI's body parsing to the 413 handler.
-                raise StarletteHTTPException(413, self.too_large)
-            return message
-
-        async def send_with_id(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
         try:
             if declared > self.max_body_bytes:
+                status = 413
                 refusal = error_response(413, self.too_large, request_id,
                                          headers={"connection": "close"})
-                await refusal(scope, receive, send_with_id)
+                await _with_id(refusal, request_id)(scope, receive, send)
+            elif scope["path"] == PredictEndpoint.path:
+                try:
+                    status = await self.predict(scope, receive, send)
+                except Exception:
+                    await _with_id(server_error(scope), request_id)(scope, receive, send)
+                    raise
             else:
+                header = (b"x-request-id", request_id.encode("latin-1"))
+                received = 0
+
+                async def limited_receive():
+                    nonlocal received
+                    message = await receive()
+                    received += len(message.get("body", b""))
+                    if received > self.max_body_bytes:
+                        # An HTTPException passes through FastAPI's body parsing to its 413.
+                        raise StarletteHTTPException(413, self.too_large)
+                    return message
+
+                async def send_with_id(message):
+                    nonlocal status
+                    if message["type"] == "http.response.start":
+                        status = message["status"]
+                        message["headers"] = [*message.get("headers", ()), header]
+                    await send(message)
+
                 await self.app(scope, limited_receive, send_with_id)
         finally:
             endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -140,17 +180,24 @@ class ServiceMiddleware:
             self.metrics.observe(endpoint, method, status, time.perf_counter() - started)
 
 
-class ServiceApp(FastAPI):
-    """The FastAPI app, with ``/predict`` dispatched to its fast endpoint first."""
+def _with_id(response: Response, request_id: str) -> Response:
+    """``response`` with the request's id among its headers."""
+    response.raw_headers.append((b"x-request-id", request_id.encode("latin-1")))
+    return response
 
-    fast_predict = None  # set by create_app: ServiceMiddleware around a PredictEndpoint
+
+class ServiceApp(FastAPI):
+    """The FastAPI app behind its one ``ServiceMiddleware`` (which serves ``/predict``)."""
+
+    front = None  # set by create_app: the ServiceMiddleware around FastAPI's own __call__
 
     async def __call__(self, scope, receive, send):
-        """Dispatch ``/predict`` to the fast endpoint, everything else to FastAPI."""
-        if scope["type"] == "http" and scope["path"] == "/predict" and self.fast_predict:
-            await self.fast_predict(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+        """Every request and the lifespan go through the middleware first."""
+        await self.front(scope, receive, send)
+
+    async def fastapi(self, scope, receive, send):
+        """FastAPI's own handling: its middleware stack and router."""
+        await super().__call__(scope, receive, send)
 
 
 # ----------------------------------------------------------------------------- the app
@@ -168,6 +215,7 @@ def create_app(settings: Settings) -> FastAPI:
     strict_type = predict_request_type(strict_record,
                                        batch_model(strict_record, settings.max_batch_rows))
     adapters = (TypeAdapter(strict_type), TypeAdapter(body_type))
+    writer = logs.LogWriter()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -178,6 +226,9 @@ def create_app(settings: Settings) -> FastAPI:
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await following
+        # uvicorn has answered (or given up on) every request by now: what they queued for
+        # the predict log is written before the process ends.
+        await run_in_threadpool(writer.close)
 
     app = ServiceApp(
         title=TITLE,
@@ -187,12 +238,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.model = state
     app.state.metrics = metrics
-    app.add_middleware(ServiceMiddleware, metrics=metrics,
-                       max_body_bytes=settings.max_body_bytes)
+    app.state.log_writer = writer
     _install_error_handlers(app)
-
-    app.fast_predict = ServiceMiddleware(PredictEndpoint(state, adapters), metrics=metrics,
-                                         max_body_bytes=settings.max_body_bytes)
+    predict = PredictEndpoint(state, adapters, writer, settings.max_body_bytes)
+    app.front = ServiceMiddleware(app.fastapi, predict, metrics=metrics,
+                                  max_body_bytes=settings.max_body_bytes)
 
     # Served by PredictEndpoint; this unregistered twin only documents it.
     def predict_contract(payload: body_type) -> PredictResponse:  # type: ignore[valid-type]
@@ -289,13 +339,8 @@ def _install_error_handlers(app: FastAPI) -> None:
                               headers=getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
-    async def server_error(request: Request, error: Exception) -> Response:
-        # Reached by a bug, never by user input (that is refused with a 4xx above); the
-        # exception is logged with its traceback by the server after this response.
-        logger.error("internal error in %s %s (request %s)", request.method, request.url.path,
-                     request.scope.get("request_id"))
-        return error_response(500, "internal server error; the request id is in the logs",
-                              request_id_of(request))
+    async def bug(request: Request, error: Exception) -> Response:
+        return server_error(request.scope)
 
 
 def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> APIRoute:
