@@ -1,4 +1,4 @@
-"""Measure the serving image: size, cold build, rebuild after a code change, start to healthy.
+"""Measure the serving image: size, cold build, rebuild, start to the first prediction.
 
     python benchmarks/images.py [--base-image IMAGE]
 
@@ -6,7 +6,8 @@ Builds docker/cpu.Dockerfile from a copy of the build context (the project itsel
 touched), then:
 
 - the image size, and the size of a naive single-stage build of the same project
-  (``FROM`` the same base, ``COPY . .``, ``pip install .``) for comparison, twice: once of the
+  (``FROM`` the same base, ``COPY . .``, ``pip install .``, ``model train``, ``CMD ["model",
+  "serve"]``: ``NAIVE_DOCKERFILE``) for comparison, twice: once of the
   project folder as it is, without a ``.dockerignore`` (what a first Dockerfile ships: the
   virtual environment, ``.git``, local models and logs come along), and once of exactly the
   files the real build uses (what the multi-stage build and the cleaning save by themselves);
@@ -21,8 +22,9 @@ touched), then:
   Beside it, where the time goes, measured the same way: the container runtime alone
   (``docker run IMAGE true``, the floor no image goes below), the interpreter
   (``python3 -c pass``) and the service's imports (``python3 -c "import PACKAGE.service,
-  uvicorn"``), each until the container exits; and, once per image, the slowest imports by
-  package (``python3 -X importtime``).
+  uvicorn"``, leaving without the interpreter's clean-up) and the same imports without the
+  image's bytecode (compiled in memory), each until the container exits; and, once per image,
+  the slowest imports by package (``python3 -X importtime``).
 
 The machine's load average is printed before and after: on a shared machine every figure moves
 with it.
@@ -291,11 +293,20 @@ def time_command(tag: str, *command: str) -> float:
 
 def start_commands(package: str) -> dict[str, tuple[str, ...]]:
     """The commands that split a start into its parts, by name, each run until it exits: the
-    container runtime alone, then the interpreter, then the imports of the service."""
+    container runtime alone, then the interpreter, then the imports of the service.
+
+    The imports end with ``os._exit``: the interpreter's clean-up of the modules (a few
+    hundred milliseconds on a busy machine) is no part of a server's start.
+    """
+    imports = f"import {package}.service, uvicorn, os; os._exit(0)"
     return {
         "runtime": ("true",),
         "interpreter": ("python3", "-c", "pass"),
-        "imports": ("python3", "-c", f"import {package}.service, uvicorn"),
+        "imports": ("python3", "-c", imports),
+        # The same imports compiled in memory, as without the image's bytecode: -X
+        # pycache_prefix points the lookup of .pyc files at an empty tree, -B writes none.
+        "imports_uncompiled": ("python3", "-B", "-X", "pycache_prefix=/nonexistent", "-c",
+                               imports),
     }
 
 
@@ -391,6 +402,7 @@ START_LABELS = {
     "runtime": "container runtime (`true`)",
     "interpreter": "interpreter (`python3 -c pass`)",
     "imports": "the service's imports",
+    "imports_uncompiled": "the same, no bytecode",
     "ready": "serve: first 200 of /ready",
     "prediction": "serve: first prediction (200)",
 }

@@ -122,10 +122,35 @@ def test_poll_counts_a_refused_connection_as_not_yet_and_gives_up_at_the_deadlin
 
 def test_start_commands_run_the_runtime_the_interpreter_then_the_service_imports():
     commands = images.start_commands("pkg")
-    assert list(commands) == ["runtime", "interpreter", "imports"]
+    assert list(commands) == ["runtime", "interpreter", "imports", "imports_uncompiled"]
     assert commands["runtime"] == ("true",)
     assert commands["interpreter"] == ("python3", "-c", "pass")
-    assert commands["imports"] == ("python3", "-c", "import pkg.service, uvicorn")
+    imports = "import pkg.service, uvicorn, os; os._exit(0)"
+    assert commands["imports"] == ("python3", "-c", imports)
+    assert commands["imports_uncompiled"] == (
+        "python3", "-B", "-X", "pycache_prefix=/nonexistent", "-c", imports)
+    assert set(images.START_LABELS) == {*commands, "ready", "prediction"}
+
+
+def test_without_bytecode_the_interpreter_compiles_in_memory(tmp_path):
+    # What the "no bytecode" step relies on: with the prefix, a module's bytecode beside it is
+    # not read, and -B writes none anywhere.
+    import subprocess
+
+    module = tmp_path / "probe_module.py"
+    module.write_text("VALUE = 1\n")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "--invalidation-mode",
+                    "unchecked-hash", str(module)], check=True)
+    module.write_text("VALUE = 2\n")  # the unchecked bytecode says 1, the source 2
+    read = [sys.executable, "-c", "import probe_module; print(probe_module.VALUE)"]
+    compiled = subprocess.run(read, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert compiled.stdout.strip() == "1"
+    uncompiled = subprocess.run([read[0], *images.start_commands("x")["imports_uncompiled"][1:4],
+                                 *read[1:]], cwd=tmp_path, capture_output=True, text=True,
+                                check=True)
+    assert uncompiled.stdout.strip() == "2"
+    assert sorted(path.name for path in tmp_path.rglob("*.pyc")) == [
+        "probe_module.cpython-%d%d.pyc" % sys.version_info[:2]]
 
 
 IMPORTTIME = """\
