@@ -13,7 +13,7 @@ For the default project and for ``gpu_image=no``:
   imports at start has bytecode, and the monitor checks logged traffic without matplotlib;
 - the project's image benchmark (``make bench-image``) times a start of the CPU image, from
   ``docker run`` to the first prediction, and each of its steps (the runtime alone, the
-  interpreter, the service's imports) runs in the image;
+  interpreter, the service's imports, a bare uvicorn app) runs in the image;
 - the GPU image (when chosen) builds against the same base and its command line answers.
 
 The base image comes from ``scripts/build-base-image.sh`` (no registry is needed): Debian's
@@ -376,6 +376,7 @@ def test_image_benchmark_steps_of_the_start_run_in_the_cpu_image(
     package = benchmark.package_name(project)
     for name, command in benchmark.start_commands(package).items():
         assert benchmark.time_command(cpu_image.id, *command) > 0, name
+    assert benchmark.time_bare_start(cpu_image.id, timeout=HEALTHY_WITHIN) > 0
     slowest = benchmark.import_profile(cpu_image.id, package)
     assert "fastapi" in dict(slowest), slowest
     assert all(seconds > 0 for _, seconds in slowest), slowest

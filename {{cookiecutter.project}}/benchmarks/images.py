@@ -24,7 +24,8 @@ touched), then:
   (``python3 -c pass``) and the service's imports (``python3 -c "import PACKAGE.service,
   uvicorn"``, leaving without the interpreter's clean-up) and the same imports without the
   image's bytecode (compiled in memory), each until the container exits; and, once per image,
-  the slowest imports by package (``python3 -X importtime``).
+  the slowest imports by package (``python3 -X importtime``). And the server's own floor: a
+  bare ASGI app of a few lines under uvicorn, in the same image, to its first 200.
 
 The machine's load average is printed before and after: on a shared machine every figure moves
 with it.
@@ -38,6 +39,7 @@ only the standard library, ``docker`` and its buildx plugin.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -250,6 +252,24 @@ def poll(request: urllib.request.Request, accept, start: float, deadline: float)
     return None
 
 
+@contextlib.contextmanager
+def started(tag: str, port: int, *command: str):
+    """Start a container of ``tag`` (its own command, or ``command``: entrypoint and arguments)
+    with its port 8000 published on ``port``; yield the ``time.monotonic()`` reading taken
+    just before ``docker run``, and remove the container afterwards."""
+    entrypoint = ["--entrypoint", command[0], tag, *command[1:]] if command else [tag]
+    start = time.monotonic()
+    container = docker("run", "--detach", "--publish", f"127.0.0.1:{port}:8000", *entrypoint)
+    try:
+        yield start
+    except SystemExit as failure:
+        logs = subprocess.run(["docker", "logs", "--tail", "20", container],
+                              capture_output=True, text=True)
+        sys.exit(f"{failure}; the container's last lines:\n{logs.stdout}{logs.stderr}")
+    finally:
+        subprocess.run(["docker", "rm", "--force", container], capture_output=True)
+
+
 def time_start(tag: str, record: dict, timeout: float = 120) -> tuple[float, float]:
     """Seconds from ``docker run`` of the image ``tag`` (its own command) to the first 200 of
     ``/ready``, and to the first successful prediction of ``record``.
@@ -260,21 +280,41 @@ def time_start(tag: str, record: dict, timeout: float = 120) -> tuple[float, flo
     url = f"http://127.0.0.1:{port}"
     predict = urllib.request.Request(f"{url}/predict", data=json.dumps(record).encode(),
                                      headers={"Content-Type": "application/json"})
-    start = time.monotonic()
-    container = docker("run", "--detach", "--publish", f"127.0.0.1:{port}:8000", tag)
-    try:
+    with started(tag, port) as start:
         deadline = start + timeout
         ready = poll(urllib.request.Request(f"{url}/ready"), lambda status, _: status == 200,
                      start, deadline)
         first = poll(predict, is_prediction, start, deadline) if ready is not None else None
         if first is None:
-            logs = subprocess.run(["docker", "logs", "--tail", "20", container],
-                                  capture_output=True, text=True)
-            sys.exit(f"{tag} answered no prediction within {timeout:.0f} s; its last lines:\n"
-                     f"{logs.stdout}{logs.stderr}")
+            sys.exit(f"{tag} answered no prediction within {timeout:.0f} s")
         return ready, first
-    finally:
-        subprocess.run(["docker", "rm", "--force", container], capture_output=True)
+
+
+# The server's own floor: uvicorn, as the service runs it, serving an ASGI app of a few lines
+# that answers 200 to everything (no framework, no validation, no model).
+BARE_APP = """\
+import uvicorn
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+uvicorn.run(app, host="0.0.0.0", port=8000, log_level="warning", lifespan="off")
+"""
+
+
+def time_bare_start(tag: str, timeout: float = 120) -> float:
+    """Seconds from ``docker run`` of ``tag`` with ``BARE_APP`` to its first 200."""
+    port = free_port()
+    with started(tag, port, "python3", "-c", BARE_APP) as start:
+        seconds = poll(urllib.request.Request(f"http://127.0.0.1:{port}/"),
+                       lambda status, _: status == 200, start, start + timeout)
+        if seconds is None:
+            sys.exit(f"the bare uvicorn app in {tag} did not answer within {timeout:.0f} s")
+        return seconds
 
 
 def time_command(tag: str, *command: str) -> float:
@@ -340,7 +380,7 @@ def measure_starts(tags: list[str], record: dict, package: str,
     """Each start figure of each image, over ``runs`` rounds; within a round the images take
     turns, the first one changing every round, so that a busy spell hits them alike.
 
-    Returns {tag: {"runtime", "interpreter", "imports", "ready", "prediction": Spread}}.
+    Returns {tag: {name: Spread}}, with the names of ``START_LABELS``.
     """
     times: dict[str, dict[str, list[float]]] = {tag: defaultdict(list) for tag in tags}
     for round_ in range(runs):
@@ -348,6 +388,8 @@ def measure_starts(tags: list[str], record: dict, package: str,
         for name, command in start_commands(package).items():
             for tag in order:
                 times[tag][name].append(time_command(tag, *command))
+        for tag in order:
+            times[tag]["bare"].append(time_bare_start(tag))
         for tag in order:
             ready, first = time_start(tag, record)
             times[tag]["ready"].append(ready)
@@ -403,6 +445,7 @@ START_LABELS = {
     "interpreter": "interpreter (`python3 -c pass`)",
     "imports": "the service's imports",
     "imports_uncompiled": "the same, no bytecode",
+    "bare": "bare uvicorn app: first 200",
     "ready": "serve: first 200 of /ready",
     "prediction": "serve: first prediction (200)",
 }
@@ -422,6 +465,8 @@ def report_starts(starts: dict[str, dict[str, Spread]], imports: dict[str, list]
            "first prediction, image over naive build")
     report("start above the runtime floor", f"{image_start - floor:.2f} s",
            "image: first prediction - `true`")
+    report("start above a bare uvicorn app", f"{image_start - starts[tag]['bare'].median:.2f} s",
+           "image: first prediction - bare app's first 200")
     for image, label in ((tag, "image"), (naive_tag, "naive build")):
         slowest = ", ".join(f"{name} {seconds:.2f}" for name, seconds in imports[image])
         print(f"slowest imports by package, {label} (s): {slowest}")

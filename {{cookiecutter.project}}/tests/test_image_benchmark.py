@@ -129,7 +129,7 @@ def test_start_commands_run_the_runtime_the_interpreter_then_the_service_imports
     assert commands["imports"] == ("python3", "-c", imports)
     assert commands["imports_uncompiled"] == (
         "python3", "-B", "-X", "pycache_prefix=/nonexistent", "-c", imports)
-    assert set(images.START_LABELS) == {*commands, "ready", "prediction"}
+    assert set(images.START_LABELS) == {*commands, "bare", "ready", "prediction"}
 
 
 def test_without_bytecode_the_interpreter_compiles_in_memory(tmp_path):
@@ -190,4 +190,5 @@ def test_report_prints_the_start_of_both_images_with_the_ratio(capsys):
     assert re.search(r"serve: first prediction \(200\)\s+1\.00 s \[0\.90-1\.20\]\s+"
                      r"2\.00 s \[1\.80-2\.40\]", out)
     assert re.search(r"start / naive start \(medians\)\s+0\.50", out)
+    assert re.search(r"start above a bare uvicorn app\s+0\.00 s", out)
     assert "image (s): fastapi 0.30" in out and "naive build (s): numpy 0.20" in out
