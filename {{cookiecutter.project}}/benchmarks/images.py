@@ -231,7 +231,13 @@ def is_prediction(status: int, body: bytes) -> bool:
             and all(isinstance(p, float) and 0 <= p <= 1 for p in probabilities))
 
 
-def poll(request: urllib.request.Request, accept, start: float, deadline: float) -> float:
+def is_ok(status: int, body: bytes) -> bool:
+    """Whether an answer is a 200, whatever it says."""
+    return status == 200
+
+
+def poll(request: urllib.request.Request, accept, start: float,
+         deadline: float) -> float | None:
     """Send ``request`` every ``POLL_SECONDS`` until ``accept(status, body)`` holds; return the
     seconds since ``start`` (a ``time.monotonic()`` reading) when it did, None at ``deadline``.
 
@@ -282,8 +288,7 @@ def time_start(tag: str, record: dict, timeout: float = 120) -> tuple[float, flo
                                      headers={"Content-Type": "application/json"})
     with started(tag, port) as start:
         deadline = start + timeout
-        ready = poll(urllib.request.Request(f"{url}/ready"), lambda status, _: status == 200,
-                     start, deadline)
+        ready = poll(urllib.request.Request(f"{url}/ready"), is_ok, start, deadline)
         first = poll(predict, is_prediction, start, deadline) if ready is not None else None
         if first is None:
             sys.exit(f"{tag} answered no prediction within {timeout:.0f} s")
@@ -310,8 +315,8 @@ def time_bare_start(tag: str, timeout: float = 120) -> float:
     """Seconds from ``docker run`` of ``tag`` with ``BARE_APP`` to its first 200."""
     port = free_port()
     with started(tag, port, "python3", "-c", BARE_APP) as start:
-        seconds = poll(urllib.request.Request(f"http://127.0.0.1:{port}/"),
-                       lambda status, _: status == 200, start, start + timeout)
+        seconds = poll(urllib.request.Request(f"http://127.0.0.1:{port}/"), is_ok, start,
+                       start + timeout)
         if seconds is None:
             sys.exit(f"the bare uvicorn app in {tag} did not answer within {timeout:.0f} s")
         return seconds

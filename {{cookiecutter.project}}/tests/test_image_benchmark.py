@@ -104,8 +104,7 @@ def test_poll_returns_soon_after_the_service_answers(starting_server):
     start = time.monotonic()
     _Starting.ready_at = start + 0.3
     url = f"http://127.0.0.1:{starting_server.server_address[1]}/ready"
-    seconds = images.poll(urllib.request.Request(url), lambda status, _: status == 200,
-                          start, start + 10)
+    seconds = images.poll(urllib.request.Request(url), images.is_ok, start, start + 10)
     # Not before the service was ready; late by at most a poll interval and a request (the
     # bound is loose: a busy machine delays the thread).
     assert 0.3 <= seconds < 0.3 + 1.0
@@ -115,7 +114,7 @@ def test_poll_counts_a_refused_connection_as_not_yet_and_gives_up_at_the_deadlin
     port = images.free_port()  # nothing listens there
     start = time.monotonic()
     seconds = images.poll(urllib.request.Request(f"http://127.0.0.1:{port}/ready"),
-                          lambda status, _: status == 200, start, start + 0.3)
+                          images.is_ok, start, start + 0.3)
     assert seconds is None
     assert time.monotonic() - start >= 0.3
 
