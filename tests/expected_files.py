@@ -71,6 +71,7 @@ FILES = {
     "tests/test_scoring.py": ALWAYS,
     "tests/test_device.py": ALWAYS,
     "tests/test_benchmarks.py": ALWAYS,
+    "tests/test_image_benchmark.py": ALWAYS,
     # Benchmarks
     "benchmarks/bare_asgi.py": ALWAYS,
     "benchmarks/flask_course.py": ALWAYS,
