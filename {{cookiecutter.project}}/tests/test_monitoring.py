@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from scipy.stats import wasserstein_distance
+from scipy.stats import chi2_contingency, wasserstein_distance
 
 from {{ cookiecutter.package }} import (
     cli, data, logs, model, monitoring, registry, scoring,
@@ -143,6 +143,9 @@ def test_the_statistics_are_the_course_distances(served_baseline, traffic):
     assert values["FEATURE age"] == pytest.approx(wasserstein_distance(
         baseline.space.standardised(baseline.reference, "age"),
         baseline.space.standardised(columns, "age")))
+    assert values["FEATURE subscriber_type"] == pytest.approx(chi2_contingency(
+        [np.bincount(baseline.reference["subscriber_type"], minlength=3),
+         np.bincount(columns["subscriber_type"], minlength=3)], correction=False).statistic)
 
 
 def test_wasserstein_of_relabellings_is_exact():
@@ -158,13 +161,13 @@ def test_wasserstein_of_a_constant_is_zero():
     assert monitoring.wasserstein(np.ones(10), np.zeros((3, 4), dtype=int)).tolist() == [0] * 3
 
 
-def test_total_variation_of_relabellings_is_exact():
-    codes = np.array([0, 0, 1, 2, 2, 2])
-    sides = np.array([[0, 1, 2], [3, 4, 5], [0, 3, 5]])
-    expected = [0.5 * np.abs(np.bincount(codes[rows], minlength=3) / 3
-                             - np.bincount(np.delete(codes, rows), minlength=3) / 3).sum()
-                for rows in sides]
-    assert monitoring.total_variation(codes, 3, sides) == pytest.approx(expected)
+def test_chi_square_of_relabellings_is_pearsons():
+    codes = np.array([0, 0, 1, 2, 2, 2, 0, 2, 2])  # no row of category 3: it has no cell
+    sides = np.array([[0, 1, 2], [3, 4, 5], [0, 3, 5], [1, 2, 8]])
+    expected = [chi2_contingency([np.bincount(codes[rows], minlength=3),
+                                  np.bincount(np.delete(codes, rows), minlength=3)],
+                                 correction=False).statistic for rows in sides]
+    assert monitoring.chi_square(codes, 4, sides) == pytest.approx(expected)
 
 
 # The command: verdicts, statuses, reports ----------------------------------------------------
