@@ -34,6 +34,21 @@ from {{ cookiecutter.package }}.config import Settings
 
 FALSE_ALARM_SIZES = (20, 50, 200, 1000, 2000)
 DETECTION_SIZES = (50, 200, 1000)
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion (95 % by default)."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def fresh(m: int, seed: int):
+    """``m`` new rows from the training distribution."""
+    return data.make_default_dataset(n_rows=m, seed=seed)[data.FEATURES]
+
+
 def remixed(m: int, seed: int, column: str, shares: dict):
     """``m`` rows whose ``column`` has the shares ``shares``, every other relation unchanged.
 

@@ -32,9 +32,9 @@ single-step minP), so the overall verdict (some check fails) has the stated leve
 check's threshold is the value it must exceed to fail. Ties count against the production
 sample (``>=``), which keeps discrete statistics conservative.
 
-The envelope and the standardisation are fitted on a fixed quarter of the training rows and
-the rest is the reference sample: rows an envelope was fitted on fall outside it less often
-than new rows, and a test that compared them with production would call that drift.
+The envelope and the standardisation are fitted on a fixed quarter of the training rows (at
+most 500) and the rest is the reference sample: rows an envelope was fitted on fall outside it
+less often than new rows, and a test that compared them with production would call that drift.
 
 Exit statuses of ``<project> monitor``: 0 the check passed, 1 it failed (drift at the stated
 level), 3 nothing to monitor (no model, no logged rows or no logged inputs), 4 not enough
@@ -62,8 +62,12 @@ logger = logging.getLogger(__name__)
 EXIT_PASSED, EXIT_FAILED, EXIT_NOTHING_TO_MONITOR, EXIT_NOT_ENOUGH_DATA = 0, 1, 3, 4
 N_PERMUTATIONS = 999
 CONTAMINATION = 0.01
-# The share of the training rows the envelope and the standardisation are fitted on.
+# The share of the training rows the envelope and the standardisation are fitted on, at most
+# MAX_FIT_ROWS of them. The envelope is a minimum covariance determinant in two dimensions,
+# which 500 rows determine well; scikit-learn's FastMCD also switches to a much slower
+# subset search above 500 rows (sklearn/covariance/_robust_covariance.py, fast_mcd).
 FIT_SHARE = 0.25
+MAX_FIT_ROWS = 500
 # Larger windows are checked on a uniform random sample; its size bounds memory and time.
 MAX_ROWS = 2000
 # A larger training set is compared through a fixed sample of its rows: the test's power is
@@ -212,7 +216,7 @@ class Baseline:
         columns = feature_columns(training)
         n = len(training)
         order = np.random.default_rng(seed).permutation(n)
-        n_fit = min(max(math.ceil(FIT_SHARE * n), 1), n - 1)
+        n_fit = min(max(math.ceil(FIT_SHARE * n), 1), MAX_FIT_ROWS, n - 1)
         fit, compared = order[:n_fit], np.sort(order[n_fit:][:MAX_REFERENCE_ROWS])
         self.training_rows = n
         self.space = FeatureSpace(_take(columns, fit))
