@@ -105,13 +105,13 @@ def test_the_default_reference_is_the_training_split_less_the_envelope_rows(defa
 
 
 def test_a_plan_mix_change_is_caught_in_200_rows(default_baseline, shifts):
-    # Plans 50/30/20 -> 35/35/30 in 200 rows, at the default level: `make bench-monitor`
-    # measured about 9 in 10 caught. With a total variation statistic and the 600 reference
-    # rows of a 1,000-row data set, PLAN_CAUGHT_BEFORE of these 40 windows were caught.
+    # Plans 50/30/20 -> 35/35/30 in 200 rows, at the default level: 35 of these 40 windows
+    # are caught. Against the 600 reference rows of the former 1,000-row data set, with the
+    # total variation of the shares as the plan's statistic, 29 of the same 40 were.
     make_window = shifts["plan mix (50/30/20 -> 35/35/30)"]
     caught = sum(not check_window(default_baseline, make_window(200, seed), seed=seed).passed
                  for seed in range(40))
-    assert caught >= PLAN_BOUND
+    assert caught >= 33
 
 
 def test_unchanged_windows_of_2000_rows_rarely_fail_against_the_default_reference(
