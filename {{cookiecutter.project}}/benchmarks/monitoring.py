@@ -27,15 +27,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from {{ cookiecutter.package }} import data, loading, monitoring, scoring, training
 from {{ cookiecutter.package }}.config import Settings
 
 FALSE_ALARM_SIZES = (20, 50, 200, 1000, 2000)
 DETECTION_SIZES = (50, 200, 1000)
-# The generator's shares (data.make_default_dataset), which a changed mix departs from.
-COUNTRY_SHARES = {"united_states": 0.6, "singapore": 0.4}
-PLAN_SHARES = {"aavail_basic": 0.5, "aavail_premium": 0.3, "aavail_unlimited": 0.2}
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -51,17 +49,23 @@ def fresh(m: int, seed: int):
     return data.make_default_dataset(n_rows=m, seed=seed)[data.FEATURES]
 
 
-def remixed(m: int, seed: int, column: str, old: dict, new: dict):
-    """``m`` rows whose ``column`` has the shares ``new``, every other relation unchanged.
+def remixed(m: int, seed: int, column: str, shares: dict):
+    """``m`` rows whose ``column`` has the shares ``shares``, every other relation unchanged.
 
-    Rows of a larger fresh sample are drawn with weights new/old share of their category,
-    so that (for example) the streams of each plan keep their distribution.
+    The number of rows of each category is drawn from the new shares (multinomial), then
+    each category's rows are fresh rows of that category, so that (for example) the streams
+    of each plan keep their distribution. A weighted draw without replacement from a finite
+    pool would move the shares less than stated.
     """
-    pool = fresh(6 * m, seed)
-    weights = pool[column].map({c: new[c] / old[c] for c in old}).to_numpy()
-    rng = np.random.default_rng(seed)
-    rows = rng.choice(len(pool), size=m, replace=False, p=weights / weights.sum())
-    return pool.iloc[np.sort(rows)].reset_index(drop=True)
+    counts = np.random.default_rng([seed, 1]).multinomial(m, list(shares.values()))
+    pool = fresh(10 * m, seed)
+    parts = [pool[pool[column] == category].iloc[:count]
+             for category, count in zip(shares, counts)]
+    if any(len(part) < count for part, count in zip(parts, counts)):
+        raise ValueError(f"too few fresh rows of some {column} to draw {m} rows from")
+    window = pd.concat(parts)
+    order = np.random.default_rng([seed, 2]).permutation(m)
+    return window.iloc[order].reset_index(drop=True)
 
 
 SHIFTS = {
@@ -69,10 +73,11 @@ SHIFTS = {
         age=lambda f: (f["age"] + 5).clip(18, 100)),
     "num_streams x 1.5": lambda m, seed: fresh(m, seed).assign(
         num_streams=lambda f: (f["num_streams"] * 1.5).round().astype("int64").clip(0, 1000)),
+    # The generator draws 60 % United States, and plans 50/30/20 (data.make_default_dataset).
     "country mix (US 60 % -> 45 %)": lambda m, seed: remixed(
-        m, seed, "country", COUNTRY_SHARES, {"united_states": 0.45, "singapore": 0.55}),
+        m, seed, "country", {"united_states": 0.45, "singapore": 0.55}),
     "plan mix (50/30/20 -> 35/35/30)": lambda m, seed: remixed(
-        m, seed, "subscriber_type", PLAN_SHARES,
+        m, seed, "subscriber_type",
         {"aavail_basic": 0.35, "aavail_premium": 0.35, "aavail_unlimited": 0.30}),
 }
 

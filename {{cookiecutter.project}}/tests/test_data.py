@@ -37,7 +37,7 @@ def test_default_dataset_changes_with_the_seed():
 def test_default_dataset_satisfies_the_schema():
     frame = data.make_default_dataset()
     assert list(frame.columns) == data.FEATURES + [data.TARGET]
-    assert len(frame) == 1000
+    assert len(frame) == 10_000
     pd.testing.assert_frame_equal(data.validate_dataset(frame), frame)
 
 

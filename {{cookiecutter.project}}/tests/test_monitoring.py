@@ -1,12 +1,14 @@
 """Drift monitoring: one verdict at a stated false-alarm level; shifts and outliers fail."""
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import wasserstein_distance
+from scipy.stats import chi2_contingency, wasserstein_distance
 
 from {{ cookiecutter.package }} import (
     cli, data, loading, logs, monitoring, registry, scoring,
@@ -73,6 +75,53 @@ def test_shifted_windows_are_detected_and_the_feature_is_named(served_baseline):
         assert not report.passed
         assert "num_streams" in report.drifted_features
         assert "country" not in report.drifted_features
+
+
+@pytest.fixture(scope="module")
+def default_baseline(served_registry):
+    """The reference ``make train`` gives the monitor: the embedded data set's training split
+    (its envelope fitted on 500 of those rows), scored by the served model."""
+    loaded = scoring.load_served_model(Settings(registry_dir=served_registry))
+    training = model.training_split(data.make_default_dataset())[data.FEATURES]
+    baseline = monitoring.Baseline(training, lambda rows: scoring.classify(
+        loaded.positive_probability(rows).tolist()))
+    return baseline, loaded
+
+
+@pytest.fixture(scope="module")
+def shifts():
+    """The calibration benchmark's shifted windows (benchmarks/monitoring.py)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "monitoring.py"
+    spec = importlib.util.spec_from_file_location("monitoring_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SHIFTS
+
+
+def test_the_default_reference_is_the_training_split_less_the_envelope_rows(default_baseline):
+    baseline, _ = default_baseline
+    assert baseline.training_rows == 8000  # 10,000 rows, a fifth held out
+    assert baseline.reference_rows == 8000 - monitoring.MAX_FIT_ROWS
+
+
+def test_a_plan_mix_change_is_caught_in_200_rows(default_baseline, shifts):
+    # Plans 50/30/20 -> 35/35/30 in 200 rows, at the default level: 35 of these 40 windows
+    # are caught. Against the 600 reference rows of the former 1,000-row data set, with the
+    # total variation of the shares as the plan's statistic, 29 of the same 40 were.
+    make_window = shifts["plan mix (50/30/20 -> 35/35/30)"]
+    caught = sum(not check_window(default_baseline, make_window(200, seed), seed=seed).passed
+                 for seed in range(40))
+    assert caught >= 33
+
+
+def test_unchanged_windows_of_2000_rows_rarely_fail_against_the_default_reference(
+        default_baseline):
+    # The daily CronJob's case: large windows against the full reference, at level 5 %.
+    # About 1.5 of 30 false alarms are expected; 6 or more has probability 0.8 %.
+    failed = sum(not check_window(default_baseline, data.make_default_dataset(
+        2000, seed=seed)[data.FEATURES], alpha=0.05, n_permutations=199, seed=seed).passed
+        for seed in range(200, 230))
+    assert failed <= 5
 
 
 def test_the_overall_p_value_is_valid_under_the_null_hypothesis():
@@ -143,6 +192,9 @@ def test_the_statistics_are_the_course_distances(served_baseline, traffic):
     assert values["FEATURE age"] == pytest.approx(wasserstein_distance(
         baseline.space.standardised(baseline.reference, "age"),
         baseline.space.standardised(columns, "age")))
+    assert values["FEATURE subscriber_type"] == pytest.approx(chi2_contingency(
+        [np.bincount(baseline.reference["subscriber_type"], minlength=3),
+         np.bincount(columns["subscriber_type"], minlength=3)], correction=False).statistic)
 
 
 def test_wasserstein_of_relabellings_is_exact():
@@ -158,13 +210,13 @@ def test_wasserstein_of_a_constant_is_zero():
     assert monitoring.wasserstein(np.ones(10), np.zeros((3, 4), dtype=int)).tolist() == [0] * 3
 
 
-def test_total_variation_of_relabellings_is_exact():
-    codes = np.array([0, 0, 1, 2, 2, 2])
-    sides = np.array([[0, 1, 2], [3, 4, 5], [0, 3, 5]])
-    expected = [0.5 * np.abs(np.bincount(codes[rows], minlength=3) / 3
-                             - np.bincount(np.delete(codes, rows), minlength=3) / 3).sum()
-                for rows in sides]
-    assert monitoring.total_variation(codes, 3, sides) == pytest.approx(expected)
+def test_chi_square_of_relabellings_is_pearsons():
+    codes = np.array([0, 0, 1, 2, 2, 2, 0, 2, 2])  # no row of category 3: it has no cell
+    sides = np.array([[0, 1, 2], [3, 4, 5], [0, 3, 5], [1, 2, 8]])
+    expected = [chi2_contingency([np.bincount(codes[rows], minlength=3),
+                                  np.bincount(np.delete(codes, rows), minlength=3)],
+                                 correction=False).statistic for rows in sides]
+    assert monitoring.chi_square(codes, 4, sides) == pytest.approx(expected)
 
 
 # The command: verdicts, statuses, reports ----------------------------------------------------

@@ -157,11 +157,14 @@ def is_frame(value) -> bool:
     return frame_type is not None and isinstance(value, frame_type)
 
 
-def make_default_dataset(n_rows: int = 1000, seed: int = 20240) -> pd.DataFrame:
+def make_default_dataset(n_rows: int = 10_000, seed: int = 20240) -> pd.DataFrame:
     """Generate the embedded churn data set: the same rows for the same arguments.
 
     Subscription follows a logistic relation to the features (more streams and a bigger plan
-    help, age and Singapore hurt slightly), so a model has a real signal to learn.
+    help, age and Singapore hurt slightly), so a model has a real signal to learn. 10,000 rows
+    by default: the drift monitor compares production with the training split, and the
+    smaller its reference, the larger a shift must be to stand out of the reference's own
+    sampling error (README, "Monitoring").
     """
     import pandas as pd  # start-up cost: see the module docstring
 

@@ -11,8 +11,11 @@ course's statistics:
 - the Wasserstein distance of X: all encoded features, pooled;
 - the Wasserstein distance of y: the predicted classes (labels arrive late; predictions are
   there at once);
-- per feature: the Wasserstein distance in training standard deviations (numbers) or the
-  total variation distance of the category frequencies (categories), to say what moved.
+- per feature: the Wasserstein distance in training standard deviations (numbers) or
+  Pearson's chi-square statistic of the category counts (categories), to say what moved.
+  Chi-square weighs a change in a category's share by that share (a move from 20 % to 30 % is
+  more surprising than one from 50 % to 60 %), which is how sampling error scales; with two
+  categories it orders the relabellings as the difference in shares does.
 
 Why a permutation test. The null hypothesis is "the production rows and the reference rows
 are draws from one distribution". Under it, which of the pooled rows were logged in
@@ -29,9 +32,9 @@ single-step minP), so the overall verdict (some check fails) has the stated leve
 check's threshold is the value it must exceed to fail. Ties count against the production
 sample (``>=``), which keeps discrete statistics conservative.
 
-The envelope and the standardisation are fitted on a fixed quarter of the training rows and
-the rest is the reference sample: rows an envelope was fitted on fall outside it less often
-than new rows, and a test that compared them with production would call that drift.
+The envelope and the standardisation are fitted on a fixed quarter of the training rows (at
+most 500) and the rest is the reference sample: rows an envelope was fitted on fall outside it
+less often than new rows, and a test that compared them with production would call that drift.
 
 Exit statuses of ``<project> monitor``: 0 the check passed, 1 it failed (drift at the stated
 level), 3 nothing to monitor (no model, no logged rows or no logged inputs), 4 not enough
@@ -59,8 +62,12 @@ logger = logging.getLogger(__name__)
 EXIT_PASSED, EXIT_FAILED, EXIT_NOTHING_TO_MONITOR, EXIT_NOT_ENOUGH_DATA = 0, 1, 3, 4
 N_PERMUTATIONS = 999
 CONTAMINATION = 0.01
-# The share of the training rows the envelope and the standardisation are fitted on.
+# The share of the training rows the envelope and the standardisation are fitted on, at most
+# MAX_FIT_ROWS of them. The envelope is a minimum covariance determinant in two dimensions,
+# which 500 rows determine well; scikit-learn's FastMCD also switches to a much slower
+# subset search above 500 rows (sklearn/covariance/_robust_covariance.py, fast_mcd).
 FIT_SHARE = 0.25
+MAX_FIT_ROWS = 500
 # Larger windows are checked on a uniform random sample; its size bounds memory and time.
 MAX_ROWS = 2000
 # A larger training set is compared through a fixed sample of its rows: the test's power is
@@ -209,7 +216,7 @@ class Baseline:
         columns = feature_columns(training)
         n = len(training)
         order = np.random.default_rng(seed).permutation(n)
-        n_fit = min(max(math.ceil(FIT_SHARE * n), 1), n - 1)
+        n_fit = min(max(math.ceil(FIT_SHARE * n), 1), MAX_FIT_ROWS, n - 1)
         fit, compared = order[:n_fit], np.sort(order[n_fit:][:MAX_REFERENCE_ROWS])
         self.training_rows = n
         self.space = FeatureSpace(_take(columns, fit))
@@ -270,12 +277,17 @@ def wasserstein(values: np.ndarray, sides: np.ndarray) -> np.ndarray:
     return np.abs(side_cdf - rest_cdf)[:, :-1] @ np.diff(grid)
 
 
-def total_variation(codes: np.ndarray, k: int, sides: np.ndarray) -> np.ndarray:
-    """Total variation distance of category frequencies between the two sides of a pool."""
-    total = np.bincount(codes, minlength=k)
+def chi_square(codes: np.ndarray, k: int, sides: np.ndarray) -> np.ndarray:
+    """Pearson's chi-square statistic of the 2 x k table (side, rest) x category, for each
+    relabelling of a pool; categories absent from the pool have no cell."""
+    total = np.bincount(codes, minlength=k).astype(float)
     side = _side_counts(codes, k, sides)
-    size = sides.shape[1]
-    return 0.5 * np.abs(side / size - (total - side) / (len(codes) - size)).sum(axis=1)
+    n, size = len(codes), sides.shape[1]
+    present = total > 0
+    # Both rows of a column deviate from their expected counts by the same amount d, so the
+    # column adds d^2 / E_side + d^2 / E_rest = d^2 * n^2 / (total * size * (n - size)).
+    deviation = side[:, present] - total[present] * size / n
+    return (deviation ** 2 / total[present]).sum(axis=1) * n * n / (size * (n - size))
 
 
 def _relabellings(observed: np.ndarray, n_pool: int, n_permutations: int,
@@ -376,7 +388,7 @@ def compare(baseline: Baseline, production, predictions: np.ndarray | None = Non
         checks.append(("Y WASSERSTEIN TEST", "distance of the predicted classes", None))
     for feature in data.SCHEMA.features:
         checks.append((f"FEATURE {feature.name}",
-                       "distance of the category frequencies"
+                       "chi-square statistic of the category counts"
                        if isinstance(feature, data.CategoricalFeature) else
                        "Wasserstein distance in training standard deviations", feature.name))
 
@@ -395,8 +407,7 @@ def compare(baseline: Baseline, production, predictions: np.ndarray | None = Non
             row.append(wasserstein(classes, sides))
         for feature in data.SCHEMA.features:
             if isinstance(feature, data.CategoricalFeature):
-                row.append(total_variation(pooled[feature.name], len(feature.categories),
-                                           sides))
+                row.append(chi_square(pooled[feature.name], len(feature.categories), sides))
             else:
                 row.append(wasserstein(baseline.space.standardised(pooled, feature.name),
                                        sides))
