@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import chi2_contingency, wasserstein_distance
 
 from {{ cookiecutter.package }} import (
-    cli, data, loading, logs, monitoring, registry, scoring,
+    cli, data, loading, logs, monitoring, registry, scoring, training,
 )
 from {{ cookiecutter.package }}.config import Settings
 
@@ -81,9 +81,9 @@ def test_shifted_windows_are_detected_and_the_feature_is_named(served_baseline):
 def default_baseline(served_registry):
     """The reference ``make train`` gives the monitor: the embedded data set's training split
     (its envelope fitted on 500 of those rows), scored by the served model."""
-    loaded = scoring.load_served_model(Settings(registry_dir=served_registry))
-    training = model.training_split(data.make_default_dataset())[data.FEATURES]
-    baseline = monitoring.Baseline(training, lambda rows: scoring.classify(
+    loaded = loading.load_model(Settings(registry_dir=served_registry))
+    reference = training.training_split(data.make_default_dataset())[data.FEATURES]
+    baseline = monitoring.Baseline(reference, lambda rows: scoring.classify(
         loaded.positive_probability(rows).tolist()))
     return baseline, loaded
 
