@@ -17,6 +17,7 @@ import asyncio
 import collections
 import itertools
 import logging
+from collections.abc import Sequence
 
 import orjson
 
@@ -59,8 +60,9 @@ class PredictionBatcher:
         """Predict every queued request; a failure goes to each request's future."""
         pending, self.pending = self.pending, []
         # A model swapped in by a training run mid-batch predicts only what came after it.
-        for loaded, group in itertools.groupby(pending, key=lambda item: item[0]):
-            group = list(group)
+        for loaded, same_model in itertools.groupby(pending, key=lambda item: item[0]):
+            group = list(same_model)
+            predictions: Sequence[scoring.Prediction | Exception]
             try:
                 predictions = scoring.predict_requests(
                     loaded, [(rows, request_id) for _, rows, request_id, _ in group],
