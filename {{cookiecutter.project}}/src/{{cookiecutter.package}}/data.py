@@ -43,6 +43,7 @@ class CategoricalFeature:
     categories: tuple[str, ...]
     description: str = ""
     kind: str = field(default="categorical", init=False)
+    _allowed: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         # The empty string is a missing value (an empty CSV cell), so it is no category.
@@ -373,6 +374,7 @@ def validate_rows(records: Mapping | Sequence[Mapping] | np.ndarray) -> list[Map
     A record whose numeric value is not of its feature's type (12.0 for an integer, 12 for a
     float) is returned as a copy holding ``schema_value`` of it; the others as they are.
     """
+    rows: Sequence
     if isinstance(records, Mapping):
         rows = [records]
     elif isinstance(records, (list, tuple)):
@@ -592,7 +594,7 @@ def fingerprint(frame: pd.DataFrame) -> str:
 
 def summarize(frame: pd.DataFrame) -> dict:
     """A small summary of a data set for the train log: shape, features and target."""
-    features = {}
+    features: dict[str, dict[str, float]] = {}
     for feature in SCHEMA.features:
         column = frame[feature.name]
         if isinstance(feature, CategoricalFeature):
