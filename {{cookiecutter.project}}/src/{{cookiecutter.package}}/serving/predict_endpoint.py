@@ -17,8 +17,6 @@ rows is refused in the time it takes to parse it, and the largest accepted reque
 import asyncio
 import functools
 import itertools
-import logging
-from collections.abc import Sequence
 
 import orjson
 from fastapi.responses import Response
