@@ -1,6 +1,9 @@
 """A generated project passes its own checks, first time, in a fresh environment."""
 
+import difflib
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +32,43 @@ def test_default_project_trains_then_predicts_an_example_record(project_env, tmp
     prediction = json.loads(output.strip().splitlines()[-1])
     assert prediction["model_version"] == "0.1"
     assert len(prediction["predictions"]) == len(prediction["probabilities"]) == 1
+
+
+OPENAPI_CONTRACT = Path(__file__).parent / "contracts" / "openapi-default.json"
+"""The default project's ``GET /openapi.json``, byte for byte: the API's published contract."""
+
+SERVED_OPENAPI = """
+import pathlib
+import sys
+from fastapi.testclient import TestClient
+from churn_model.config import Settings
+from churn_model.serving.service import create_app
+with TestClient(create_app(Settings())) as client:
+    pathlib.Path(sys.argv[1]).write_bytes(client.get("/openapi.json").content)
+"""
+
+
+def test_default_project_serves_the_recorded_openapi_document(project_env, tmp_path):
+    # Clients are generated from this document, so it changes only on purpose: a change in
+    # the service's code (a refactor, a faster path) must leave it byte-identical. When a
+    # change is intended, record it with UPDATE_CONTRACTS=1 and say what changed in the
+    # CHANGELOG. No model is trained: the document does not depend on one.
+    scratch = {"MODEL_REGISTRY_DIR": str(tmp_path / "models"),
+               "MODEL_LOG_DIR": str(tmp_path / "logs"), "MODEL_ADMIN_TOKEN": ""}
+    document = tmp_path / "openapi.json"
+    commands.run([".venv/bin/python", "-c", SERVED_OPENAPI, document], cwd=project_env,
+                 extra_env=scratch)
+    served = document.read_text(encoding="utf-8")
+    if os.environ.get("UPDATE_CONTRACTS") == "1":
+        OPENAPI_CONTRACT.write_text(served, encoding="utf-8")
+    recorded = OPENAPI_CONTRACT.read_text(encoding="utf-8")
+    if served != recorded:
+        diff = difflib.unified_diff(
+            json.dumps(json.loads(recorded), indent=1).splitlines(),
+            json.dumps(json.loads(served), indent=1).splitlines(),
+            "recorded", "served", lineterm="")
+        pytest.fail("the OpenAPI document changed (UPDATE_CONTRACTS=1 records it):\n"
+                    + "\n".join(diff), pytrace=False)
 
 
 @pytest.mark.parametrize("version", PYTHON_VERSIONS)
