@@ -103,7 +103,7 @@ def record(case: Case) -> dict:
 
 def csv_text(case: Case, *, with_target: bool) -> str:
     """A CSV file of one row: the example record with the case's cell."""
-    cells = {name: str(value) for name, value in data.SCHEMA.example.items()}
+    cells: dict[str, object] = {name: str(value) for name, value in data.SCHEMA.example.items()}
     if case.cell is ABSENT:
         del cells[case.field]
     else:

@@ -93,6 +93,7 @@ def shifts():
     """The calibration benchmark's shifted windows (benchmarks/monitoring.py)."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "monitoring.py"
     spec = importlib.util.spec_from_file_location("monitoring_benchmark", path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.SHIFTS

@@ -338,7 +338,7 @@ def unexpected_field(name, fields: Sequence[str] = FEATURES) -> str:
 
 # ----------------------------------------------------------------------------- records
 
-def _array_rows(array: np.ndarray) -> list[dict]:
+def _array_rows(array: np.ndarray) -> list[Mapping]:
     """Rows of a 1-D (one record) or 2-D array whose columns are the features in schema order."""
     table = array.reshape(1, -1) if array.ndim == 1 else array
     if table.ndim != 2 or table.shape[1] != len(FEATURES):
@@ -374,7 +374,7 @@ def validate_rows(records: Mapping | Sequence[Mapping] | np.ndarray) -> list[Map
     A record whose numeric value is not of its feature's type (12.0 for an integer, 12 for a
     float) is returned as a copy holding ``schema_value`` of it; the others as they are.
     """
-    rows: Sequence
+    rows: list[Mapping]
     if isinstance(records, Mapping):
         rows = [records]
     elif isinstance(records, (list, tuple)):
@@ -434,17 +434,17 @@ def _distinct(values: np.ndarray, *, strings: bool = False) -> tuple[np.ndarray,
         codes, uniques = pd.factorize(values, use_na_sentinel=False)
         return np.asarray(codes), list(uniques)
     index: dict = {}
-    uniques: list = []
+    distinct: list = []
     codes = np.empty(len(values), dtype=np.intp)
     for position, value in enumerate(values):
         try:
-            code = index.setdefault((type(value), value), len(uniques))
+            code = index.setdefault((type(value), value), len(distinct))
         except TypeError:  # an unhashable value (a list): its own entry
-            code = len(uniques)
-        if code == len(uniques):
-            uniques.append(value)
+            code = len(distinct)
+        if code == len(distinct):
+            distinct.append(value)
         codes[position] = code
-    return codes, uniques
+    return codes, distinct
 
 
 def _first_problem(check, codes: np.ndarray, uniques: list) -> tuple[int, str] | None:

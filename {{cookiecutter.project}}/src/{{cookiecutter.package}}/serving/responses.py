@@ -5,6 +5,9 @@ it, and ``error_items`` and ``error_summary`` turn pydantic's errors into its it
 a ``/predict`` record's problems are worded by the data rule, as every other input's are.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 import orjson
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -27,7 +30,7 @@ def _field(location) -> str:
     return ".".join(parts) or "body"
 
 
-def _record_problem(item: dict, schema: data.Schema) -> str | None:
+def _record_problem(item: Mapping[str, Any], schema: data.Schema) -> str | None:
     """The data rule's words for a problem of a ``/predict`` record's field, else None.
 
     Only the prediction body's union tags its locations ("record", "batch"), so another
