@@ -90,7 +90,7 @@ def test_the_served_prediction_equals_the_pipelines(served_settings):
 
 def test_small_requests_are_scored_in_plain_python_like_numpy(served_settings, monkeypatch):
     served = loading.load_model(served_settings)
-    rows = pipeline_scoring.check_records().to_dict("records")
+    rows = pipeline_scoring.check_records(scoring.PLAIN_ROWS + 1).to_dict("records")
     numpy_way = served.positive_probability(rows).tolist()
     plain = served.scorer.row_probabilities(rows)
     np.testing.assert_allclose(plain, numpy_way, rtol=0, atol=1e-12)
