@@ -40,7 +40,7 @@ def test_concurrent_requests_give_one_whole_log_line_per_row(served_settings):
     lines = logged_lines(served_settings)
     assert len(lines) == rows
     entries = [orjson.loads(line) for line in lines]  # every line is whole JSON
-    by_request = {}
+    by_request: dict = {}
     for entry in entries:
         by_request.setdefault(entry["request_id"], []).append(entry["prediction"])
     for i, answer in enumerate(answers):

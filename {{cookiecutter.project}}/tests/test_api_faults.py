@@ -180,12 +180,18 @@ def test_a_broken_new_model_leaves_the_served_one_and_is_not_reloaded_in_a_loop(
     broken = training.train(served_settings, small_dataset).path
     (broken / registry.SCORER_FILE).write_text("{}")
     store._swap_link("model", served_settings.version, good)
-    with TestClient(app_for(served_settings, reload_seconds=0.05)) as client:
-        state = client.app.state.model
+    app = app_for(served_settings, reload_seconds=0.05)
+    with TestClient(app) as client:
+        state = app.state.model
         served = client.get("/model").json()["trained_at"]
         loads = []
         real_load = state.load
-        monkeypatch.setattr(state, "load", lambda: loads.append(1) or real_load())
+
+        def counted_load():
+            loads.append(1)
+            return real_load()
+
+        monkeypatch.setattr(state, "load", counted_load)
         store._swap_link("model", served_settings.version, broken)  # as a training run would
         time.sleep(1.0)
         assert client.get("/model").json()["trained_at"] == served

@@ -22,7 +22,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_EXAMPLES = 60
 # /train trains at every valid request (a second each with one candidate): fewer cases.
 MAX_TRAIN_EXAMPLES = 8
-CASES = collections.Counter()
+CASES: collections.Counter[str] = collections.Counter()
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def serve(served_settings, small_csv, tmp_path):
         process = subprocess.Popen([sys.executable, "-m", "{{ cookiecutter.package }}.cli", "serve"],
                                    env=environment, stdout=output, stderr=subprocess.STDOUT)
         started.append((process, output))
-        start.processes.append(process)
+        start.processes.append(process)  # type: ignore[attr-defined]
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -76,7 +76,8 @@ def serve(served_settings, small_csv, tmp_path):
             assert time.monotonic() < deadline, "the service did not become ready"
             time.sleep(0.2)
 
-    start.processes = []  # the servers started, newest last
+    # The servers started, newest last (a function attribute, which mypy does not model).
+    start.processes = []  # type: ignore[attr-defined]
     yield start
     for process, output in started:
         process.terminate()
@@ -157,7 +158,7 @@ def accepting_worker(server_pid: int, server_port: int, client_port: int) -> int
                     reason="tells the workers apart through Linux's /proc (CI runs Linux)")
 def test_two_workers_train_once_and_both_serve_the_new_model(serve):
     url = serve(workers=2, MODEL_RELOAD_SECONDS="0.2")
-    by_worker = {}
+    by_worker: dict = {}
     with contextlib.ExitStack() as open_connections:
         for _ in range(60):  # the kernel hands each new connection to one of the workers
             connection = Connection(url, serve.processes[-1])

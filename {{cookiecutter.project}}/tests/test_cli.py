@@ -219,7 +219,7 @@ def fake_module(monkeypatch, name, **functions):
 
 
 def test_serve_runs_the_service_with_the_options(capsys, monkeypatch):
-    seen = {}
+    seen: dict = {}
     fake_module(monkeypatch, "serving.service", run=lambda settings: seen.update(
         host=settings.host, port=settings.port, workers=settings.workers))
     status, _, _ = run(capsys, "serve", "--host", "0.0.0.0", "--port", "9000", "--workers", "2")

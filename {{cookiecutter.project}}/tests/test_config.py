@@ -20,6 +20,7 @@ def test_values_come_from_model_variables(monkeypatch):
     monkeypatch.setenv("MODEL_ADMIN_TOKEN", "s3cret")
     settings = Settings()
     assert (settings.version, settings.port) == ("1.2", 9000)
+    assert settings.admin_token is not None
     assert settings.admin_token.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(settings)
 

@@ -175,6 +175,7 @@ def run_training_benchmark(pytestconfig, capsys):
 
     path = pytestconfig.rootpath / "benchmarks" / "training.py"
     spec = importlib.util.spec_from_file_location("training_benchmark", path)
+    assert spec is not None and spec.loader is not None
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     status = benchmark.main(["--rows", "3000", "--rounds", "2"])

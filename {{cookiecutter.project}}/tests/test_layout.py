@@ -42,7 +42,7 @@ def _is_type_checking(node: ast.If) -> bool:
 
 def _import_nodes(tree: ast.Module):
     """(import node, whether it runs when the module is imported), skipping TYPE_CHECKING."""
-    pending = [(node, True) for node in tree.body]
+    pending: list[tuple[ast.AST, bool]] = [(node, True) for node in tree.body]
     while pending:
         node, at_import = pending.pop()
         if isinstance(node, ast.If) and _is_type_checking(node):
@@ -65,11 +65,11 @@ def imports(name: str, path: Path, modules: dict[str, Path]) -> set[tuple[str, b
             targets = [alias.name for alias in node.names]
         else:
             if node.level:
-                base = name.split(".")
-                base = base[:len(base) - node.level + (1 if is_package else 0)]
-                base = ".".join(base + ([node.module] if node.module else []))
+                parts = name.split(".")
+                parts = parts[:len(parts) - node.level + (1 if is_package else 0)]
+                base = ".".join(parts + ([node.module] if node.module else []))
             else:
-                base = node.module
+                base = node.module or ""
             # ``from x import y`` imports the module x.y when there is one, x anyway.
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names
                                 if f"{base}.{alias.name}" in modules]

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -129,8 +130,9 @@ def test_only_one_training_run_holds_the_registry_across_processes(store):
               "lock = Registry(sys.argv[1]).training_lock(); lock.__enter__(); "
               "print('locked', flush=True); time.sleep(60)")
     # The with block closes the pipe and waits for the killed holder.
-    with subprocess.Popen([os.sys.executable, "-c", script, str(store.root)],
+    with subprocess.Popen([sys.executable, "-c", script, str(store.root)],
                           stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None
         try:
             assert holder.stdout.readline().strip() == "locked"
             with pytest.raises(RegistryBusyError, match="already going on"):
@@ -247,7 +249,7 @@ def test_edited_metadata_is_refused(store, fitted, frame):
 def test_every_file_of_an_artifact_is_in_its_checksums_file(store, fitted, frame):
     artifact = save(store, fitted, frame)
     lines = (artifact.path / registry.CHECKSUMS_FILE).read_text().splitlines()
-    listed = dict(reversed(line.split("  ")) for line in lines)
+    listed = {name: digest for digest, name in (line.split("  ") for line in lines)}
     files = {p.name for p in artifact.path.iterdir()} - {registry.CHECKSUMS_FILE}
     assert set(listed) == files
     assert all(listed[name] == registry.sha256_bytes((artifact.path / name).read_bytes())

@@ -433,7 +433,7 @@ def test_a_disagreeing_accelerator_fails_training_and_keeps_the_previous_model(
         trained_settings, small_dataset, quick_training, array_api_enabled, monkeypatch,
         capsys):
     before = loading.load_pipeline(trained_settings, test_mode=True).metadata["trained_at"]
-    skewed = strict_accelerator(to_numpy=lambda array: np.from_dlpack(array) + 0.5)
+    skewed = strict_accelerator(to_numpy=lambda array: np.add(np.from_dlpack(array), 0.5))
     monkeypatch.setattr(device, "detect", lambda: device.Compute(skewed))
     csv = trained_settings.registry_dir.parent / "train.csv"
     csv.write_bytes(data.canonical_csv(small_dataset))

@@ -41,6 +41,7 @@ class CategoricalFeature:
     categories: tuple[str, ...]
     description: str = ""
     kind: str = field(default="categorical", init=False)
+    _allowed: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         # A set makes the membership test of every validated value O(1).
@@ -259,6 +260,7 @@ def validate_rows(records: Mapping | Sequence[Mapping] | np.ndarray) -> list[Map
     The fast path of prediction: no DataFrame is built, so a single row costs microseconds.
     An array holds the features in schema order (use ``dtype=object`` to keep mixed types).
     """
+    rows: Sequence
     if isinstance(records, Mapping):
         rows = [records]
     elif isinstance(records, (list, tuple)):
@@ -527,7 +529,7 @@ def fingerprint(frame: pd.DataFrame) -> str:
 
 def summarize(frame: pd.DataFrame) -> dict:
     """A small summary of a data set for the train log: shape, features and target."""
-    features = {}
+    features: dict[str, dict[str, float]] = {}
     for feature in SCHEMA.features:
         column = frame[feature.name]
         if isinstance(feature, CategoricalFeature):

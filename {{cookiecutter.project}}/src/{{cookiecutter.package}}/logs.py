@@ -73,7 +73,7 @@ def log_path(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
     return Path(log_dir) / _file_name(kind, test_mode, month)
 
 
-def served_log_files(log_dir: str | os.PathLike) -> list[tuple[str, int]]:
+def served_log_files(log_dir: str | os.PathLike[str]) -> list[tuple[str, int]]:
     """(name, size) of every log file in ``log_dir`` that is a regular file, not a link.
 
     What the service lists and serves: a symbolic link dropped in the folder (dangling or
@@ -188,7 +188,7 @@ def read_log(log_dir: str | os.PathLike, kind: str, *, test_mode: bool = False,
         paths = log_files(log_dir, kind, test_mode=test_mode)
     else:
         paths = [log_path(log_dir, kind, test_mode=test_mode, month=month)]
-    records = []
+    records: list[dict] = []
     for path in paths:
         if path.exists():
             records.extend(iter_records(path))
@@ -299,7 +299,7 @@ def prediction_lines(log_dir: str | os.PathLike, *, test_mode: bool, model_versi
         })[:-1] + b',"row":'
         for index, (row, label, probability) in enumerate(
                 zip(rows, request.labels, request.probabilities)):
-            own = {"prediction": label, "probability": probability}
+            own: dict[str, object] = {"prediction": label, "probability": probability}
             if log_inputs:
                 own["input"] = row
             own_json = orjson.dumps(own, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -333,7 +333,8 @@ def relabellings_for(alpha: float, n_checks: int) -> int:
     return max(N_PERMUTATIONS, math.ceil((n_checks + 3) / alpha) - 1)
 
 
-def compare(baseline: Baseline, production, predictions: np.ndarray | None = None, *,
+def compare(baseline: Baseline, production,
+            predictions: np.ndarray | list[int] | None = None, *,
             model_version: str = "", production_rows: int | None = None,
             alpha: float = 0.01, n_permutations: int | None = None,
             seed: int | None = None) -> Report:
@@ -354,7 +355,7 @@ def compare(baseline: Baseline, production, predictions: np.ndarray | None = Non
         raise ValueError(f"{n_permutations} relabellings cannot reach a p-value of {alpha:g} "
                          f"over {n_checks} checks")
     if seed is None:
-        seed = int(np.random.SeedSequence().entropy % 2**63)
+        seed = int(np.random.default_rng().integers(2**63))  # fresh entropy from the OS
     rng = np.random.default_rng(seed)
     columns = (production if isinstance(production, dict) else feature_columns(production))
     m = len(next(iter(columns.values())))
@@ -370,8 +371,9 @@ def compare(baseline: Baseline, production, predictions: np.ndarray | None = Non
     share = numbers.shape[1] / baseline.space.width
     if has_y:
         classes = np.concatenate([baseline.predictions, np.asarray(predictions, dtype=float)])
-    checks = [("OUTLIER TEST", "% of rows outside the training envelope", None),
-              ("X WASSERSTEIN TEST", "distance of the encoded features, pooled", None)]
+    checks: list[tuple[str, str, str | None]] = [
+        ("OUTLIER TEST", "% of rows outside the training envelope", None),
+        ("X WASSERSTEIN TEST", "distance of the encoded features, pooled", None)]
     if has_y:
         checks.append(("Y WASSERSTEIN TEST", "distance of the predicted classes", None))
     for feature in data.SCHEMA.features:

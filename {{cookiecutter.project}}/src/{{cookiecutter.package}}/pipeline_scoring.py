@@ -86,7 +86,7 @@ def fast_scorer(pipeline: Pipeline, spec: dict | None = None) -> NumpyScorer:
 
 def check_records(n_rows: int = 64) -> pd.DataFrame:
     """Deterministic records that cover every category and each numeric range."""
-    columns = {}
+    columns: dict[str, list] = {}
     for j, feature in enumerate(dataset.SCHEMA.features):
         if isinstance(feature, dataset.CategoricalFeature):
             k = len(feature.categories)

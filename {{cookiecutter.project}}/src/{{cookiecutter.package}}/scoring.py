@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -249,7 +250,8 @@ class LoadedModel:
     pipeline) does. A model loaded from its scoring spec has no pipeline.
     """
 
-    pipeline: object | None
+    # A fitted scikit-learn pipeline or None; typed Any, as this module never imports sklearn.
+    pipeline: Any
     metadata: dict
     name: str
     version: str

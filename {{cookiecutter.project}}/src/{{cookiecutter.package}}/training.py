@@ -140,9 +140,10 @@ def fit_pipeline(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series,
     fails, the run falls back to the CPU (``compute`` records why) and this fit is redone there.
     """
     classifier = pipeline.steps[-1][1]
-    if not runs_on_device(classifier, compute):
+    if compute is None or not runs_on_device(classifier, compute):
         return pipeline.fit(X, y)
     accelerator = compute.accelerator
+    assert accelerator is not None  # runs_on_device says there is one
     preprocess = pipeline[:-1]
     features = preprocess.fit_transform(X, y)
     try:
@@ -216,7 +217,7 @@ def _cross_validate(candidates: dict, X: pd.DataFrame, y: pd.Series, seed: int,
     """Mean and standard deviation of each metric over stratified folds, per candidate."""
     folds = list(StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed).split(X, y))
     scorers = {metric: get_scorer(metric) for metric in CV_METRICS}
-    scores = {}
+    scores: dict[str, dict[str, float]] = {}
     # A bar on a terminal only (disable=None); the log lines, printed above it, serve CI logs.
     with logging_redirect_tqdm(loggers=[logging.getLogger(__package__)]), tqdm(
         total=len(candidates) * len(folds), desc="cross-validating", unit="fit",
@@ -225,7 +226,7 @@ def _cross_validate(candidates: dict, X: pd.DataFrame, y: pd.Series, seed: int,
         for number, (name, pipeline) in enumerate(candidates.items(), start=1):
             logger.info("cross-validating %s (%d/%d, %d folds)", name, number,
                         len(candidates), len(folds))
-            results = {metric: [] for metric in CV_METRICS}
+            results: dict[str, list[float]] = {metric: [] for metric in CV_METRICS}
             for train_rows, test_rows in folds:
                 fitted = fit_pipeline(clone(pipeline), X.iloc[train_rows], y.iloc[train_rows],
                                       compute)
@@ -278,7 +279,7 @@ def fit_and_evaluate(frame: pd.DataFrame, seed: int = SEED,
     logger.info("selected %s; evaluating it on the held-out split", selected)
     on_device = runs_on_device(candidates[selected].steps[-1][1], compute)
     pipeline = fit_pipeline(clone(candidates[selected]), X_train, y_train, compute)
-    if on_device and compute.accelerator is not None:
+    if on_device and compute is not None and compute.accelerator is not None:
         compute.parity = check_parity(pipeline, candidates[selected], X_train, y_train, X_test,
                                       compute)
     baseline = clone(candidates["baseline"]).fit(X_train, y_train)

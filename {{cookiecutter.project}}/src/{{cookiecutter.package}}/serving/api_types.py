@@ -5,7 +5,7 @@ features the model takes; the same types document ``POST /predict`` in the OpenA
 Every refusal has one body, ``ErrorResponse`` (``responses.error_response`` writes it).
 """
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -45,7 +45,7 @@ def record_model(*, whole_floats: bool = True) -> type:
     fields = {}
     for feature in data.SCHEMA.features:
         if isinstance(feature, data.CategoricalFeature):
-            kind = Literal[feature.categories]  # type: ignore[valid-type]
+            kind: Any = Literal[feature.categories]  # a type made at run time
             fields[feature.name] = Annotated[kind, Field(description=feature.description)]
         else:
             limits = Field(ge=feature.minimum, le=feature.maximum,
@@ -55,17 +55,19 @@ def record_model(*, whole_floats: bool = True) -> type:
                 fields[feature.name] = Annotated[(StrictInt, limits, *accept)]
             else:  # a float feature takes whole numbers too, but never NaN or infinity
                 fields[feature.name] = Annotated[float, limits, Field(allow_inf_nan=False)]
-    record = TypedDict("Record", fields)
-    record.__pydantic_config__ = ConfigDict(
+    # mypy checks a TypedDict written out in the source only, not one built from the schema.
+    record = TypedDict("Record", fields)  # type: ignore[misc]
+    record.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
         extra="forbid", strict=True, json_schema_extra={"examples": [data.SCHEMA.example]})
     return record
 
 
 def batch_model(record: type, max_rows: int) -> type:
     """The request type of a batch: ``{"records": [record, ...]}`` of 1 to ``max_rows``."""
-    batch = TypedDict("Batch", {
-        "records": Annotated[list[record], Field(min_length=1, max_length=max_rows)]})
-    batch.__pydantic_config__ = ConfigDict(
+    rows = Field(min_length=1, max_length=max_rows)
+    fields = {"records": Annotated[list[record], rows]}  # type: ignore[valid-type]
+    batch = TypedDict("Batch", fields)  # type: ignore[misc]  # as in record_model
+    batch.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
         extra="forbid", strict=True,
         json_schema_extra={"examples": [{"records": [data.SCHEMA.example]}]})
     return batch

@@ -72,8 +72,8 @@ class PredictionBatcher:
         """Predict every queued request and hand its log lines to the writer."""
         pending, self.pending = self.pending, []
         # A model swapped in by a training run mid-batch predicts only what came after it.
-        for loaded, group in itertools.groupby(pending, key=lambda item: item[0]):
-            group = list(group)
+        for loaded, same_model in itertools.groupby(pending, key=lambda item: item[0]):
+            group = list(same_model)
             futures = [future for *_, future in group]
             try:
                 predictions = scoring.predict_requests(

@@ -27,7 +27,7 @@ import os
 import re
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -189,7 +189,7 @@ def _with_id(response: Response, request_id: str) -> Response:
 class ServiceApp(FastAPI):
     """The FastAPI app behind its one ``ServiceMiddleware`` (which serves ``/predict``)."""
 
-    front = None  # set by create_app: the ServiceMiddleware around FastAPI's own __call__
+    front: ServiceMiddleware  # create_app sets it: around FastAPI's own __call__
 
     async def __call__(self, scope, receive, send):
         """Every request and the lifespan go through the middleware first."""
@@ -245,7 +245,11 @@ def create_app(settings: Settings) -> FastAPI:
                                   max_body_bytes=settings.max_body_bytes)
 
     # Served by PredictEndpoint; this unregistered twin only documents it.
-    def predict_contract(payload: body_type) -> PredictResponse:  # type: ignore[valid-type]
+    # The body's type is built at run time from the schema, which mypy cannot follow; the
+    # twin is never called, so it has no body to return from.
+    def predict_contract(  # type: ignore[empty-body]
+            payload: body_type,  # type: ignore[valid-type]
+    ) -> PredictResponse:
         """Predict one record or a batch ``{"records": [...]}`` (at most MODEL_MAX_BATCH_ROWS).
 
         Every predicted row is written to the predict log with the request id.
@@ -350,8 +354,13 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> AP
     only after the token is checked).
     """
     bearer = HTTPBearer(auto_error=False, description="MODEL_ADMIN_TOKEN")
+    assert settings.admin_token is not None  # create_app adds these routes only with one
     expected = settings.admin_token.get_secret_value().encode("utf-8")
-    train_options = TypeAdapter(TrainRequest | None)  # the documented body: null means none
+    # The documented body: null means none. Any: mypy cannot type a union passed as a value
+    # (PEP 747's TypeForm), and its choice of TypeAdapter's overload for one varies with its
+    # cache; the adapter's own annotation says what it returns.
+    train_body: Any = TrainRequest | None
+    train_options: TypeAdapter[TrainRequest | None] = TypeAdapter(train_body)
 
     def require_admin(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -364,7 +373,8 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> AP
 
     admin = [Depends(require_admin)]
 
-    def train(options: TrainRequest | None = None) -> TrainResponse:
+    # Never called (a documentation twin, as predict_contract): no body to return from.
+    def train(options: TrainRequest | None = None) -> TrainResponse:  # type: ignore[empty-body]
         """Train the configured version; test mode trains a throw-away test model.
 
         A production run replaces the served model once it is stored and self-checked, in
@@ -468,8 +478,8 @@ def _document(app: FastAPI, twins: list[APIRoute]) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            by_key = {(twin.path, frozenset(twin.methods)): twin for twin in twins}
-            routes = [by_key.pop((route.path, frozenset(route.methods)), route)
+            by_key = {(twin.path, frozenset(twin.methods or ())): twin for twin in twins}
+            routes = [by_key.pop((route.path, frozenset(route.methods or ())), route)
                       if isinstance(route, APIRoute) else route for route in app.routes]
             app.openapi_schema = get_openapi(
                 title=app.title, version=app.version, description=app.description,
@@ -477,7 +487,9 @@ def _document(app: FastAPI, twins: list[APIRoute]) -> None:
             )
         return app.openapi_schema
 
-    app.openapi = openapi
+    # FastAPI's documented way to replace the schema (mypy flags any method assignment):
+    # https://fastapi.tiangolo.com/how-to/extending-openapi/
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def run(settings: Settings) -> int:
@@ -487,9 +499,9 @@ def run(settings: Settings) -> int:
     # The package's own messages (which model is served, load failures) at INFO, next to
     # uvicorn's; the command line sets the root logger to warnings only.
     logging.getLogger(__package__.partition(".")[0]).setLevel(logging.INFO)
-    config = dict(host=settings.host, port=settings.port, workers=settings.workers,
-                  access_log=False, log_level="info", proxy_headers=False,
-                  timeout_graceful_shutdown=10)
+    config: dict[str, Any] = dict(
+        host=settings.host, port=settings.port, workers=settings.workers, access_log=False,
+        log_level="info", proxy_headers=False, timeout_graceful_shutdown=10)
     if settings.workers > 1:
         # uvicorn's supervisor pings each worker and kills one that does not answer in time
         # ("Child process [...] died"); its default of 5 s is shorter than a worker's start-up
