@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-import time
 
 import httpx
 import orjson
@@ -118,14 +117,7 @@ def test_predict_log_writes_run_off_the_event_loop(served_settings, monkeypatch)
     assert len(logged_lines(served_settings)) == 20
 
 
-def test_shutdown_writes_the_log_lines_still_queued(served_settings, monkeypatch):
-    real_write = logs._locked_write
-
-    def slow_write(fd, payload):
-        time.sleep(0.02)
-        real_write(fd, payload)
-
-    monkeypatch.setattr(logs, "_locked_write", slow_write)
+def test_shutdown_writes_the_log_lines_still_queued(served_settings, slow_log_writes):
     app = service.create_app(served_settings)
     path = str(logs.log_path(served_settings.log_dir, "predict"))
     with TestClient(app) as client:

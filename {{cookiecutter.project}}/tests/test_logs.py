@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from datetime import datetime, timezone
 
 import pytest
@@ -212,14 +211,7 @@ def test_the_writer_writes_on_its_own_thread_never_the_loops(tmp_path, writer, m
     assert threading.get_ident() not in threads + opened  # asyncio.run's loop runs here
 
 
-def test_closing_the_writer_writes_everything_still_queued(tmp_path, monkeypatch):
-    real_write = logs._locked_write
-
-    def slow_write(fd, payload):
-        time.sleep(0.05)
-        real_write(fd, payload)
-
-    monkeypatch.setattr(logs, "_locked_write", slow_write)
+def test_closing_the_writer_writes_everything_still_queued(tmp_path, slow_log_writes):
     writer = logs.LogWriter()
     path = str(tmp_path / "predict-2026-01.jsonl")
     answered: list = []
