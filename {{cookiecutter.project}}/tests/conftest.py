@@ -2,11 +2,12 @@
 
 import os
 import shutil
+import time
 
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from {{ cookiecutter.package }} import data, loading, training
+from {{ cookiecutter.package }} import data, loading, logs, training
 from {{ cookiecutter.package }}.config import Settings
 
 
@@ -88,3 +89,15 @@ def served_settings(served_registry, settings):
 def loaded(trained_settings):
     """The trained test-mode model, loaded and verified."""
     return loading.load_pipeline(trained_settings, test_mode=True)
+
+
+@pytest.fixture
+def slow_log_writes(monkeypatch):
+    """Every log write takes 20 ms longer: lines queue up behind the one being written."""
+    real_write = logs._locked_write
+
+    def slow_write(fd, payload):
+        time.sleep(0.02)
+        real_write(fd, payload)
+
+    monkeypatch.setattr(logs, "_locked_write", slow_write)

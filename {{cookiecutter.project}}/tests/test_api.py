@@ -303,10 +303,14 @@ def test_every_500_is_the_one_answer_of_server_error(served_settings, monkeypatc
 
     monkeypatch.setattr(scoring, "predict_requests", broken)
     monkeypatch.setattr(service, "_model_info", broken)
-    answered = []
+    answered: list[str] = []
     real = service.server_error
-    monkeypatch.setattr(service, "server_error",
-                        lambda scope: answered.append(scope["path"]) or real(scope))
+
+    def server_error(scope):
+        answered.append(scope["path"])
+        return real(scope)
+
+    monkeypatch.setattr(service, "server_error", server_error)
     with TestClient(service.create_app(served_settings),
                     raise_server_exceptions=False) as client:
         fast = client.post("/predict", json=RECORD, headers={"X-Request-ID": "bug-1"})
@@ -322,11 +326,14 @@ def test_every_500_is_the_one_answer_of_server_error(served_settings, monkeypatc
 
 
 def test_the_middleware_is_built_once_and_serves_every_path(served_settings, monkeypatch):
-    built = []
+    built: list[service.ServiceMiddleware] = []
     real_init = service.ServiceMiddleware.__init__
-    monkeypatch.setattr(service.ServiceMiddleware, "__init__",
-                        lambda self, *args, **kwargs: built.append(self) or real_init(
-                            self, *args, **kwargs))
+
+    def init(self, *args, **kwargs):
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(service.ServiceMiddleware, "__init__", init)
     with TestClient(service.create_app(served_settings)) as client:
         answers = [client.post("/predict", json=RECORD), client.get("/health"),
                    client.get("/nowhere")]

@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-import time
 
 import httpx
 import orjson
@@ -101,10 +100,14 @@ def test_batched_predictions_are_counted_by_class(served_settings):
 
 
 def test_predict_log_writes_run_off_the_event_loop(served_settings, monkeypatch):
-    writing = []
+    writing: list[int] = []
     real_write = logs._locked_write
-    monkeypatch.setattr(logs, "_locked_write", lambda fd, payload: (
-        writing.append(threading.get_ident()), real_write(fd, payload)))
+
+    def write(fd, payload):
+        writing.append(threading.get_ident())
+        real_write(fd, payload)
+
+    monkeypatch.setattr(logs, "_locked_write", write)
     app = service.create_app(served_settings)
     app.state.model.load()
     answers = asyncio.run(predict_concurrently(app, [RECORD] * 20))  # the loop: this thread
@@ -114,14 +117,7 @@ def test_predict_log_writes_run_off_the_event_loop(served_settings, monkeypatch)
     assert len(logged_lines(served_settings)) == 20
 
 
-def test_shutdown_writes_the_log_lines_still_queued(served_settings, monkeypatch):
-    real_write = logs._locked_write
-
-    def slow_write(fd, payload):
-        time.sleep(0.02)
-        real_write(fd, payload)
-
-    monkeypatch.setattr(logs, "_locked_write", slow_write)
+def test_shutdown_writes_the_log_lines_still_queued(served_settings, slow_log_writes):
     app = service.create_app(served_settings)
     path = str(logs.log_path(served_settings.log_dir, "predict"))
     with TestClient(app) as client:
@@ -131,6 +127,7 @@ def test_shutdown_writes_the_log_lines_still_queued(served_settings, monkeypatch
             for i in range(30):
                 app.state.log_writer.append(path, [b'{"queued":%d}' % i], lambda error: None)
 
+        assert client.portal is not None  # the app's loop, while the client is open
         client.portal.call(queue_without_waiting)
     # Leaving the block shut the app down: the lines queued before were written first.
     lines = logged_lines(served_settings)

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from datetime import datetime, timezone
 
 import pytest
@@ -193,30 +192,29 @@ def test_the_writer_keeps_the_order_and_reports_every_append(tmp_path, writer):
 
 
 def test_the_writer_writes_on_its_own_thread_never_the_loops(tmp_path, writer, monkeypatch):
-    threads = []
-    real_write = logs._locked_write
-    monkeypatch.setattr(logs, "_locked_write", lambda fd, payload: (
-        threads.append(threading.get_ident()), real_write(fd, payload)))
-    opened = []
-    real_open = logs._open_for_append
-    monkeypatch.setattr(logs, "_open_for_append", lambda path: (
-        opened.append(threading.get_ident()), real_open(path))[1])
+    threads: list[int] = []
+    opened: list[int] = []
+    real_write, real_open = logs._locked_write, logs._open_for_append
+
+    def write(fd, payload):
+        threads.append(threading.get_ident())
+        real_write(fd, payload)
+
+    def open_file(path):
+        opened.append(threading.get_ident())
+        return real_open(path)
+
+    monkeypatch.setattr(logs, "_locked_write", write)
+    monkeypatch.setattr(logs, "_open_for_append", open_file)
     append_all(writer, [(str(tmp_path / "a.jsonl"), [b"{}"])] * 3)
     assert threads and opened
     assert threading.get_ident() not in threads + opened  # asyncio.run's loop runs here
 
 
-def test_closing_the_writer_writes_everything_still_queued(tmp_path, monkeypatch):
-    real_write = logs._locked_write
-
-    def slow_write(fd, payload):
-        time.sleep(0.05)
-        real_write(fd, payload)
-
-    monkeypatch.setattr(logs, "_locked_write", slow_write)
+def test_closing_the_writer_writes_everything_still_queued(tmp_path, slow_log_writes):
     writer = logs.LogWriter()
     path = str(tmp_path / "predict-2026-01.jsonl")
-    answered = []
+    answered: list = []
 
     async def queue_and_leave():
         for i in range(20):

@@ -90,7 +90,8 @@ def test_the_served_prediction_equals_the_pipelines(served_settings):
 
 def test_small_requests_are_scored_in_plain_python_like_numpy(served_settings, monkeypatch):
     served = loading.load_model(served_settings)
-    rows = pipeline_scoring.check_records().to_dict("records")
+    assert served.scorer is not None
+    rows = pipeline_scoring.check_records(scoring.PLAIN_ROWS + 1).to_dict("records")
     numpy_way = served.positive_probability(rows).tolist()
     plain = served.scorer.row_probabilities(rows)
     np.testing.assert_allclose(plain, numpy_way, rtol=0, atol=1e-12)
@@ -108,6 +109,7 @@ def test_small_requests_are_scored_in_plain_python_like_numpy(served_settings, m
 
 def test_plain_python_scoring_gives_finite_probabilities_at_extreme_scores(served_settings):
     scorer = loading.load_model(served_settings).scorer
+    assert scorer is not None
     row = dict(EXAMPLE)
     for sign in (1, -1):  # a score far beyond what exp() takes, both ways
         scorer._intercept = sign * 1e6
@@ -117,6 +119,7 @@ def test_plain_python_scoring_gives_finite_probabilities_at_extreme_scores(serve
 def test_a_scorer_whose_plain_python_disagrees_is_refused(served_settings, monkeypatch):
     pipeline = loading.load_pipeline(served_settings).pipeline
     scorer = loading.load_model(served_settings).scorer
+    assert scorer is not None
     assert pipeline_scoring.agrees_with(scorer, pipeline)
     monkeypatch.setattr(scorer, "row_probabilities",
                         lambda rows: [0.5] * len(rows))  # numpy's way still agrees

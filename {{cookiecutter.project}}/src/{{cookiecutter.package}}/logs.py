@@ -375,8 +375,8 @@ class LogWriter:
     def _write_batch(self, batch: list) -> None:
         """Write the queued appends, one write per run of the same path; report each."""
         done: dict = {}
-        for path, group in itertools.groupby(batch, key=lambda item: item[0]):
-            group = list(group)
+        for path, same_path in itertools.groupby(batch, key=lambda item: item[0]):
+            group = list(same_path)
             payload = b"".join(b"\n".join(lines) + b"\n" for _, lines, _, _ in group if lines)
             error = self._write(path, payload) if payload else None
             for _, _, loop, then in group:
@@ -403,11 +403,11 @@ class LogWriter:
             if open_path == path:
                 try:
                     here, there = os.stat(path), os.fstat(fd)
-                except FileNotFoundError:
-                    here = there = None
-                if here is not None and (here.st_ino, here.st_dev) == (there.st_ino,
-                                                                       there.st_dev):
-                    return fd
+                except FileNotFoundError:  # removed: a new file is made at the path
+                    pass
+                else:
+                    if (here.st_ino, here.st_dev) == (there.st_ino, there.st_dev):
+                        return fd
             self._close_file()
         fd = _open_for_append(path)
         self._open = (path, fd)

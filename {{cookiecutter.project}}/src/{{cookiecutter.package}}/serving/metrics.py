@@ -31,7 +31,7 @@ class Metrics:
             registry=self.registry,
         )
         self._series: dict[tuple, tuple] = {}
-        self._predicted: dict[tuple, object] = {}
+        self._predicted: dict[tuple, Counter] = {}
         self.info = Gauge(
             "model_info", "1 for the model version being served.",
             ["model_version", "name"], registry=self.registry,

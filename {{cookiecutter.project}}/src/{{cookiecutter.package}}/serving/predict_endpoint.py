@@ -139,6 +139,7 @@ class PredictEndpoint:
         """Answer one request; return the status it was answered with."""
         scope["route"] = self
         request_id = scope["request_id"]
+        answer: bytes | Response
         if scope["method"] != "POST":
             answer = error_response(405, "method not allowed: POST /predict", request_id,
                                     headers={"allow": "POST"})
@@ -151,7 +152,7 @@ class PredictEndpoint:
             except logs.LogWriteError:  # counted and reported by the batcher
                 answer = error_response(
                     503, f"the prediction was not given: {self.state.log_problem}", request_id)
-        if type(answer) is bytes:
+        if isinstance(answer, bytes):
             status, body = 200, answer
             headers = [(b"content-length", b"%d" % len(body)), JSON_TYPE]
         else:

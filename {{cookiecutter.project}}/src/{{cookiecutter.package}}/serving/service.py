@@ -189,7 +189,7 @@ def _with_id(response: Response, request_id: str) -> Response:
 class ServiceApp(FastAPI):
     """The FastAPI app behind its one ``ServiceMiddleware`` (which serves ``/predict``)."""
 
-    front: ServiceMiddleware  # set by create_app: the middleware around FastAPI's own __call__
+    front: ServiceMiddleware  # create_app sets it: around FastAPI's own __call__
 
     async def __call__(self, scope, receive, send):
         """Every request and the lifespan go through the middleware first."""
