@@ -1,7 +1,9 @@
 """Shared fixtures: every test runs in a temporary directory with its own registry and logs."""
 
+import http.server
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -89,6 +91,24 @@ def served_settings(served_registry, settings):
 def loaded(trained_settings):
     """The trained test-mode model, loaded and verified."""
     return loading.load_pipeline(trained_settings, test_mode=True)
+
+
+@pytest.fixture
+def http_server():
+    """Return ``start(handler) -> server``: an ``http.server`` on a free local port, answered
+    from a thread; every server started is shut down and closed after the test."""
+    servers = []
+
+    def start(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.HTTPServer:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture

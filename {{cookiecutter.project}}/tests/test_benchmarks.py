@@ -2,7 +2,6 @@
 
 import http.server
 import sys
-import threading
 from pathlib import Path
 
 import orjson
@@ -40,13 +39,8 @@ class _Answers(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def answering_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/predict"
-    server.shutdown()
-    server.server_close()
+def answering_server(http_server):
+    return f"http://127.0.0.1:{http_server(_Answers).server_address[1]}/predict"
 
 
 def test_fallback_generator_counts_responses_over_keep_alive(answering_server, monkeypatch):

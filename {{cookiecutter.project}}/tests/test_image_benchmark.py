@@ -5,7 +5,6 @@ reads ``python -X importtime``. (The template's image tests run its Docker part.
 import http.server
 import re
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -91,13 +90,8 @@ class _Starting(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def starting_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Starting)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def starting_server(http_server):
+    return http_server(_Starting)
 
 
 def test_poll_returns_soon_after_the_service_answers(starting_server):
