@@ -21,7 +21,7 @@ touched), then:
   the start (no ``docker port`` call in between), so each figure is up to 10 ms late.
   Beside it, where the time goes, measured the same way: the container runtime alone
   (``docker run IMAGE true``, the floor no image goes below), the interpreter
-  (``python3 -c pass``) and the service's imports (``python3 -c "import PACKAGE.service,
+  (``python3 -c pass``) and the service's imports (``python3 -c "import PACKAGE.serving.service,
   uvicorn"``, leaving without the interpreter's clean-up) and the same imports without the
   image's bytecode (compiled in memory), each until the container exits; and, once per image,
   the slowest imports by package (``python3 -X importtime``). And the server's own floor: a
@@ -343,7 +343,7 @@ def start_commands(package: str) -> dict[str, tuple[str, ...]]:
     The imports end with ``os._exit``: the interpreter's clean-up of the modules (a few
     hundred milliseconds on a busy machine) is no part of a server's start.
     """
-    imports = f"import {package}.service, uvicorn, os; os._exit(0)"
+    imports = f"import {package}.serving.service, uvicorn, os; os._exit(0)"
     return {
         "runtime": ("true",),
         "interpreter": ("python3", "-c", "pass"),
@@ -373,10 +373,11 @@ def slowest_imports(importtime: str, top: int = 6) -> list[tuple[str, float]]:
 def import_profile(tag: str, package: str) -> list[tuple[str, float]]:
     """The slowest imports of the service in image ``tag``, by package."""
     result = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python3", tag, "-X",
-                             "importtime", "-c", f"import {package}.service, uvicorn"],
+                             "importtime", "-c", f"import {package}.serving.service, uvicorn"],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        sys.exit(f"the imports of {package}.service failed in {tag}:\n{result.stderr[-2000:]}")
+        sys.exit(f"the imports of {package}.serving.service failed in {tag}:\n"
+                 f"{result.stderr[-2000:]}")
     return slowest_imports(result.stderr)
 
 

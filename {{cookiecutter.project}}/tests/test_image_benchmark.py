@@ -118,7 +118,7 @@ def test_start_commands_run_the_runtime_the_interpreter_then_the_service_imports
     assert list(commands) == ["runtime", "interpreter", "imports", "imports_uncompiled"]
     assert commands["runtime"] == ("true",)
     assert commands["interpreter"] == ("python3", "-c", "pass")
-    imports = "import pkg.service, uvicorn, os; os._exit(0)"
+    imports = "import pkg.serving.service, uvicorn, os; os._exit(0)"
     assert commands["imports"] == ("python3", "-c", imports)
     assert commands["imports_uncompiled"] == (
         "python3", "-B", "-X", "pycache_prefix=/nonexistent", "-c", imports)
