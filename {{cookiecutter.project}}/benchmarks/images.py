@@ -249,7 +249,8 @@ def poll(request: urllib.request.Request, accept, start: float,
             with urllib.request.urlopen(request, timeout=1) as answer:
                 status, body = answer.status, answer.read()
         except urllib.error.HTTPError as error:
-            status, body = error.code, error.read()
+            with error:  # it holds the response; Python 3.14 warns when it is left open
+                status, body = error.code, error.read()
         except (urllib.error.URLError, http.client.HTTPException, OSError):
             status, body = 0, b""
         if accept(status, body):
