@@ -40,7 +40,7 @@ DEPENDENCY_NAMES = frozenset({
     "tqdm", "typing_extensions", "uvicorn", "uvloop",
     # development
     "flake8", "flask", "gunicorn", "httpx", "httpx2", "hypothesis", "pytest", "pytest_cov",
-    "schemathesis", "array_api_strict",
+    "mypy", "schemathesis", "array_api_strict",
     # GPU training (the gpu extra): CuPy, and the CUDA wheels' namespaces
     "cupy", "cupy_cuda12x", "cuda", "cuda_toolkit", "nvidia",
     # installed with them, or tools the project runs
