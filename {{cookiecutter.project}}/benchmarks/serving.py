@@ -56,7 +56,7 @@ TARGET_CEILING_SHARE = 0.6
 TARGET_P50_OVER_SCORER_MS = 0.25
 TARGET_FLASK_RATIO = 3.5
 TARGET_BATCH_RATIO = 100
-SCORER_ALONE = "scorer alone: LoadedModel.positive_probability"
+SCORER_ALONE = "scorer alone: LoadedModel.probabilities, as /predict calls it"
 FULL_PATH = "full in-process path: validate, score, log (scoring.predict)"
 COURSE_PATH = "course path: DataFrame + pipeline.predict_proba"
 AGREEMENT = 1e-9  # the largest difference between two servers' probabilities
@@ -115,7 +115,7 @@ def in_process(settings: Settings, record: dict, seconds: float) -> dict[str, fl
     pipeline = loading.load_pipeline(settings).pipeline
     frame_columns = data.FEATURES
     return {
-        SCORER_ALONE: median_ms(lambda: served.positive_probability([record]), seconds),
+        SCORER_ALONE: median_ms(lambda: served.probabilities([record]), seconds),
         FULL_PATH: median_ms(
             lambda: scoring.predict(served, record, settings=settings), seconds),
         COURSE_PATH: median_ms(
