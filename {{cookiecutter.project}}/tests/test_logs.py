@@ -227,6 +227,28 @@ def test_closing_the_writer_writes_everything_still_queued(tmp_path, slow_log_wr
     assert writer._thread is None
 
 
+def test_an_append_queued_behind_the_stop_is_written_before_the_writer_stops(tmp_path):
+    # An append racing close(): its lines reach the thread in the same round as the stop.
+    writer = logs.LogWriter()
+    path = str(tmp_path / "predict-2026-01.jsonl")
+    answered: list = []
+
+    async def stop_then_append():
+        # Both queued before the thread starts, so its first round holds both, in this order.
+        writer._queue.put(writer._STOP)
+        writer._queue.put((path, [b'{"late":1}'], asyncio.get_running_loop(), answered.append))
+        writer._start()
+        thread = writer._thread
+        assert thread is not None
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+        await asyncio.sleep(0)  # the thread's report, scheduled on this loop, runs
+
+    asyncio.run(stop_then_append())
+    assert answered == [None]
+    assert (tmp_path / "predict-2026-01.jsonl").read_bytes() == b'{"late":1}\n'
+
+
 def test_the_writer_follows_a_log_moved_away_and_a_new_month(tmp_path, writer):
     january = str(tmp_path / "predict-2026-01.jsonl")
     append_all(writer, [(january, [b'{"n":1}'])])

@@ -366,10 +366,9 @@ class LogWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if batch[-1] is self._STOP:
-                stopping = True
-                batch.pop()
-            self._write_batch(batch)
+            # An append racing ``close`` may be queued after the stop: it is written too.
+            stopping = any(item is self._STOP for item in batch)
+            self._write_batch([item for item in batch if item is not self._STOP])
         self._close_file()
 
     def _write_batch(self, batch: list) -> None:
