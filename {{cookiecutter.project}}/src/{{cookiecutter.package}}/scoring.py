@@ -304,13 +304,10 @@ def classify(probabilities: list[float]) -> list[int]:
 
 
 def predict(loaded: LoadedModel, records: dataset.Records, *, settings: Settings,
-            request_id: str | None = None, test_mode: bool = False,
-            validated: bool = False) -> Prediction:
+            request_id: str | None = None, test_mode: bool = False) -> Prediction:
     """Validate and predict records (a dict, a list of dicts, an array, a DataFrame); log rows.
 
     Raises ``dataset.DataValidationError`` naming the row, field and problem of invalid input.
-    ``validated`` skips the check for a list of rows the caller has already validated with
-    the same rules (the HTTP service's request model), which saves most of a large batch's time.
     """
     started = time.perf_counter()
     if dataset.is_frame(records):
@@ -318,7 +315,7 @@ def predict(loaded: LoadedModel, records: dataset.Records, *, settings: Settings
         probabilities = loaded.positive_probability(frame)
         rows = frame.to_dict("records")
     else:
-        rows = records if validated else dataset.validate_rows(records)
+        rows = dataset.validate_rows(records)
         probabilities = loaded.positive_probability(rows)
     probabilities = probabilities.tolist()
     labels = classify(probabilities)
