@@ -160,12 +160,14 @@ def test_two_workers_train_once_and_both_serve_the_new_model(serve):
     url = serve(workers=2, MODEL_RELOAD_SECONDS="0.2")
     by_worker: dict = {}
     with contextlib.ExitStack() as open_connections:
-        for _ in range(60):  # the kernel hands each new connection to one of the workers
+        # The kernel hands each new connection to one of the workers; a worker still
+        # starting takes none, so new connections are opened for a while, not a fixed number.
+        deadline = time.monotonic() + 30
+        while len(by_worker) < 2 and time.monotonic() < deadline:
             connection = Connection(url, serve.processes[-1])
             open_connections.callback(connection.close)
             by_worker.setdefault(connection.worker, connection)
-            if len(by_worker) == 2:
-                break
+            time.sleep(0.1)
         train_on_both_workers(by_worker)
 
 
