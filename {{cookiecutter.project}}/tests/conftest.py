@@ -116,8 +116,8 @@ def slow_log_writes(monkeypatch):
     """Every log write takes 20 ms longer: lines queue up behind the one being written."""
     real_write = logs._locked_write
 
-    def slow_write(fd, payload):
+    def slow_write(fd, payload, **options):
         time.sleep(0.02)
-        real_write(fd, payload)
+        real_write(fd, payload, **options)
 
     monkeypatch.setattr(logs, "_locked_write", slow_write)

@@ -99,22 +99,63 @@ def test_batched_predictions_are_counted_by_class(served_settings):
     assert counted == {str(label): float(labels.count(label)) for label in set(labels)}
 
 
-def test_predict_log_writes_run_off_the_event_loop(served_settings, monkeypatch):
-    writing: list[int] = []
-    real_write = logs._locked_write
+def test_the_predict_log_is_opened_off_the_event_loop(served_settings, monkeypatch):
+    opening: list[int] = []
+    real_open = logs._open_for_append
 
-    def write(fd, payload):
-        writing.append(threading.get_ident())
-        real_write(fd, payload)
+    def open_file(path):
+        opening.append(threading.get_ident())
+        return real_open(path)
 
-    monkeypatch.setattr(logs, "_locked_write", write)
+    monkeypatch.setattr(logs, "_open_for_append", open_file)
     app = service.create_app(served_settings)
     app.state.model.load()
     answers = asyncio.run(predict_concurrently(app, [RECORD] * 20))  # the loop: this thread
     app.state.log_writer.close()
     assert [answer.status_code for answer in answers] == [200] * 20
-    assert writing and threading.get_ident() not in writing
+    assert opening and threading.get_ident() not in opening
     assert len(logged_lines(served_settings)) == 20
+
+
+def test_a_lone_request_is_answered_at_once_and_concurrent_ones_in_batches(
+        served_settings, monkeypatch):
+    app = service.create_app(served_settings)
+    app.state.model.load()
+    assert isinstance(app, service.ServiceApp)
+    batcher, writer = app.front.predict.batcher, app.state.log_writer
+    done_on_return: list[bool] = []
+    appended: list[int] = []
+    real_submit, real_append = batcher.submit, writer.append
+
+    def submit(*args):
+        future = real_submit(*args)
+        done_on_return.append(future.done())
+        return future
+
+    def append(path, lines, then):
+        appended.append(len(lines))
+        real_append(path, lines, then)
+
+    monkeypatch.setattr(batcher, "submit", submit)
+    monkeypatch.setattr(writer, "append", append)
+
+    async def one_at_a_time_then_together():
+        for _ in range(3):
+            await predict_concurrently(app, [RECORD])
+            await asyncio.sleep(0.01)  # quiet turns of the loop in between
+        lone = list(done_on_return)
+        appended.clear()
+        answers = await predict_concurrently(app, [RECORD] * 30)
+        return lone, answers
+
+    lone, answers = asyncio.run(one_at_a_time_then_together())
+    writer.close()
+    # The first opens the log (on the writer's thread); the others are predicted, logged and
+    # answered without leaving their task.
+    assert lone == [False, True, True]
+    assert [answer.status_code for answer in answers] == [200] * 30
+    assert sum(appended) == 30 and len(appended) < 30  # fewer appends than requests
+    assert len(logged_lines(served_settings)) == 33
 
 
 def test_shutdown_writes_the_log_lines_still_queued(served_settings, slow_log_writes):

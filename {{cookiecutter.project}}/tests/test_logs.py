@@ -1,12 +1,15 @@
 """Logs: JSON Lines in monthly files, test logs apart, no line lost or torn by any writer."""
 
 import asyncio
+import fcntl
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -191,24 +194,99 @@ def test_the_writer_keeps_the_order_and_reports_every_append(tmp_path, writer):
     assert (tmp_path / "predict-2026-01.jsonl").read_bytes().splitlines() == expected
 
 
-def test_the_writer_writes_on_its_own_thread_never_the_loops(tmp_path, writer, monkeypatch):
-    threads: list[int] = []
-    opened: list[int] = []
+@pytest.fixture
+def writes_and_opens(monkeypatch):
+    """The threads that wrote to and opened log files, in order: (kind, thread id)."""
+    seen: list[tuple[str, int]] = []
     real_write, real_open = logs._locked_write, logs._open_for_append
 
-    def write(fd, payload):
-        threads.append(threading.get_ident())
-        real_write(fd, payload)
+    def write(fd, payload, **options):
+        seen.append(("write", threading.get_ident()))
+        real_write(fd, payload, **options)
 
     def open_file(path):
-        opened.append(threading.get_ident())
+        seen.append(("open", threading.get_ident()))
         return real_open(path)
 
     monkeypatch.setattr(logs, "_locked_write", write)
     monkeypatch.setattr(logs, "_open_for_append", open_file)
-    append_all(writer, [(str(tmp_path / "a.jsonl"), [b"{}"])] * 3)
-    assert threads and opened
-    assert threading.get_ident() not in threads + opened  # asyncio.run's loop runs here
+    return seen
+
+
+def append_at_once(writer: logs.LogWriter, path: str, line: bytes) -> list:
+    """Append from an event loop; what ``then`` got before ``append`` returned (or nothing)."""
+    async def main():
+        reported: list = []
+        writer.append(path, [line], reported.append)
+        at_once = list(reported)
+        while not reported:  # it went to the thread: wait for its report
+            await asyncio.sleep(0.005)
+        return at_once
+
+    return asyncio.run(main())
+
+
+def test_files_are_opened_on_the_writers_thread_and_written_at_once_when_nothing_waits(
+        tmp_path, writer, writes_and_opens):
+    path = str(tmp_path / "predict-2026-01.jsonl")
+    here = threading.get_ident()  # asyncio.run's loop runs on this thread
+    assert append_at_once(writer, path, b'{"n":1}') == []  # opening the file: the thread's
+    assert append_at_once(writer, path, b'{"n":2}') == [None]  # the file is open: at once
+    thread, loop = writes_and_opens[0][1], here
+    assert thread != loop
+    assert writes_and_opens == [("open", thread), ("write", thread), ("write", loop)]
+    assert Path(path).read_bytes() == b'{"n":1}\n{"n":2}\n'
+
+
+def test_a_lock_held_elsewhere_sends_the_append_and_those_behind_it_to_the_thread(
+        tmp_path, writer):
+    path = str(tmp_path / "predict-2026-01.jsonl")
+    append_all(writer, [(path, [b'{"n":1}'])])  # the file is open
+    other = os.open(path, os.O_WRONLY | os.O_APPEND)  # another process's append, as flock sees it
+    fcntl.flock(other, fcntl.LOCK_EX)
+
+    async def main():
+        reported: list = []
+        writer.append(path, [b'{"n":2}'], reported.append)
+        writer.append(path, [b'{"n":3}'], reported.append)  # queued behind: keeps the order
+        at_once = list(reported)
+        await asyncio.sleep(0.05)
+        waited = list(reported)
+        fcntl.flock(other, fcntl.LOCK_UN)
+        while len(reported) < 2:
+            await asyncio.sleep(0.005)
+        return at_once, waited, reported
+
+    try:
+        at_once, waited, reported = asyncio.run(main())
+    finally:
+        os.close(other)
+    assert (at_once, waited, reported) == ([], [], [None, None])
+    assert Path(path).read_bytes() == b'{"n":1}\n{"n":2}\n{"n":3}\n'
+    assert writer._queued == 0
+    # The thread's wait for the lock took longer than SLOW_WRITE_SECONDS: the next appends
+    # are the thread's too, for OFFLOAD_SECONDS.
+    assert append_at_once(writer, path, b'{"n":4}') == []
+
+
+def test_after_a_slow_write_appends_go_to_the_thread_until_writes_are_fast_again(
+        tmp_path, writer, monkeypatch):
+    path = str(tmp_path / "predict-2026-01.jsonl")
+    append_all(writer, [(path, [b'{"n":0}'])])  # the file is open
+    monkeypatch.setattr(logs, "OFFLOAD_SECONDS", 0.3)
+    real_write = logs._locked_write
+    delays = [0.05]  # the first write waits on the "disk", the others do not
+
+    def write(fd, payload, **options):
+        time.sleep(delays.pop() if delays else 0)
+        real_write(fd, payload, **options)
+
+    monkeypatch.setattr(logs, "_locked_write", write)
+    assert append_at_once(writer, path, b'{"n":1}') == [None]  # written at once, but slowly
+    assert append_at_once(writer, path, b'{"n":2}') == []  # so the next one went to the thread
+    time.sleep(0.35)  # fast writes for longer than OFFLOAD_SECONDS
+    assert append_at_once(writer, path, b'{"n":3}') == [None]
+    assert Path(path).read_bytes().splitlines() == [b'{"n":%d}' % n for n in range(4)]
 
 
 def test_closing_the_writer_writes_everything_still_queued(tmp_path, slow_log_writes):

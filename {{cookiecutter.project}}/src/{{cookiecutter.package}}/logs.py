@@ -7,7 +7,8 @@ version, a summary of the input data and, for predictions, the prediction itself
 Every append is a single ``write`` of whole lines to a file opened with ``O_APPEND``, under an
 exclusive ``flock``: threads and processes (service workers, a CLI running next to them) can
 log at the same time without interleaving or losing lines. The service appends through a
-``LogWriter``, which does it on a thread of its own, off the event loop.
+``LogWriter``, which never lets its event loop wait on a file: what could wait runs on a
+thread of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import queue
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +38,12 @@ FILE_NAME = re.compile(r"^(train|predict)(-test)?-\d{4}-\d{2}\.jsonl$")
 # One lock per process is enough: flock already serialises processes, the lock spares threads
 # of one process from contending on the same file lock.
 _append_lock = threading.Lock()
+# A write to an open file returns once the kernel has the bytes, in microseconds. One that took
+# 10 ms found the kernel waiting (dirty-page throttling, a network file system, a full
+# journal), not just a busy CPU (a time slice is a few ms): a LogWriter then sends every write
+# to its thread until they have been fast for OFFLOAD_SECONDS (see LogWriter).
+SLOW_WRITE_SECONDS = 0.01
+OFFLOAD_SECONDS = 10.0
 
 
 class LogFormatError(ValueError):
@@ -144,13 +152,14 @@ def append_lines(path: str | os.PathLike, lines: Sequence[bytes]) -> int:
     return len(lines)
 
 
-def _locked_write(fd: int, payload: bytes) -> None:
+def _locked_write(fd: int, payload: bytes, *, wait: bool = True) -> None:
     """Write all of ``payload`` to a file opened with ``O_APPEND``, under its ``flock``.
 
     The lock keeps another process's append (a second worker, the CLI) from landing between
-    two parts of a write that a file system splits.
+    two parts of a write that a file system splits. With ``wait=False`` a lock held elsewhere
+    raises ``BlockingIOError`` at once instead of being waited for.
     """
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
         view = memoryview(payload)
         while view:  # a regular file takes it in one go; loop in case it does not
@@ -287,16 +296,25 @@ def prediction_lines(log_dir: str | os.PathLike, *, test_mode: bool, model_versi
     lines = []
     for request in requests:
         rows = request.rows
-        summary = {"n_rows": len(rows), "n_features": len(rows[0]) if len(rows) else 0}
-        # The fields shared by the request's rows are serialised once, not once per row: a
-        # large batch spends most of its logging time there otherwise.
-        shared = orjson.dumps({
+        fields: dict[str, object] = {
             "timestamp": timestamp,
             "request_id": request.request_id,
             "model_version": model_version,
             "runtime": round(request.runtime, 6),
-            "input_data_summary": summary,
-        })[:-1] + b',"row":'
+            "input_data_summary": {"n_rows": len(rows),
+                                   "n_features": len(rows[0]) if len(rows) else 0},
+        }
+        if len(rows) == 1:  # most requests: the line in one serialisation
+            fields["row"] = 0
+            fields["prediction"] = request.labels[0]
+            fields["probability"] = request.probabilities[0]
+            if log_inputs:
+                fields["input"] = rows[0]
+            lines.append(orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY))
+            continue
+        # The fields shared by the request's rows are serialised once, not once per row: a
+        # large batch spends most of its logging time there otherwise.
+        shared = orjson.dumps(fields)[:-1] + b',"row":'
         for index, (row, label, probability) in enumerate(
                 zip(rows, request.labels, request.probabilities)):
             own: dict[str, object] = {"prediction": label, "probability": probability}
@@ -308,13 +326,20 @@ def prediction_lines(log_dir: str | os.PathLike, *, test_mode: bool, model_versi
 
 
 class LogWriter:
-    """Appends lines to log files on a thread of its own, in the order they were given.
+    """Appends lines to log files without ever making the caller's event loop wait on a file.
 
-    What the service uses so that no file operation runs on its event loop. ``append`` queues
-    the lines and returns at once; the thread writes them (with whatever else was queued
-    meanwhile for the same file, in one write) and then calls ``then`` on the caller's event
-    loop with None, or the ``LogWriteError`` that kept them from the file. A caller that
-    answers only in ``then`` therefore answers only what is on disk.
+    What the service logs predictions through. ``append`` writes the lines and calls ``then``
+    with None, or the ``LogWriteError`` that kept them from the file; a caller that answers only
+    in ``then`` therefore answers only what the kernel has taken. An append is written at once,
+    on the caller's thread, only when nothing in it can wait: the file is already open and is
+    still the one at the path, no earlier append is still queued (the order is kept), its
+    ``flock`` is free (a non-blocking attempt) and no recent write was slow. Such a write copies
+    the bytes to the kernel's page cache, in microseconds, with no thread hand-off, which would
+    cost more than the write (a wake-up each way). Everything else goes to a thread of its own:
+    opening a file, a lock held by another process, every write for ``OFFLOAD_SECONDS`` after
+    one that took over ``SLOW_WRITE_SECONDS`` (the kernel was waiting on the disk), and the
+    appends behind those; the thread writes whatever is queued for the same file in one write
+    and calls ``then`` back on the caller's loop.
 
     The file stays open between appends, with ``O_APPEND`` and the same ``flock`` per write
     as ``append_lines``; it is reopened when the path changes (a new month) or when the file
@@ -328,14 +353,29 @@ class LogWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._open: tuple[str, int] | None = None  # (path, fd) of the file kept open
+        # (path, fd, (inode, device)) of the file kept open; _file_lock guards it, as the
+        # thread and the caller both write to it.
+        self._open: tuple[str, int, tuple[int, int]] | None = None
+        self._file_lock = threading.Lock()
+        self._queued = 0  # appends sent to the thread and not yet reported back
+        self._offload_until = 0.0  # time.monotonic() until which every write is the thread's
 
     def append(self, path: str, lines: Sequence[bytes],
                then: Callable[[LogWriteError | None], object]) -> None:
-        """Queue ``lines`` for ``path``; ``then(error)`` runs on the running loop once done."""
+        """Write ``lines`` to ``path``, then call ``then(error)`` on the running event loop.
+
+        ``then`` runs before ``append`` returns when the lines could be written at once, later
+        (on the same loop) when they went to the thread.
+        """
+        if not self._queued:
+            outcome = self._write_now(path, lines)
+            if not isinstance(outcome, _NotNow):
+                then(outcome)
+                return
         loop = asyncio.get_running_loop()
         if self._thread is None or not self._thread.is_alive():
             self._start()
+        self._queued += 1
         self._queue.put((path, lines, loop, then))
 
     def close(self) -> None:
@@ -347,6 +387,37 @@ class LogWriter:
             self._queue.put(self._STOP)
             thread.join()
             self._thread = None
+
+    def _write_now(self, path: str, lines: Sequence[bytes]) -> LogWriteError | None | _NotNow:
+        """Write on this thread if nothing can wait: None, the error, or ``_NOT_NOW``."""
+        if time.monotonic() < self._offload_until or not lines:
+            return _NOT_NOW
+        if not self._file_lock.acquire(blocking=False):  # the thread is using the file
+            return _NOT_NOW
+        try:
+            opened = self._open
+            if opened is None or opened[0] != path:
+                return _NOT_NOW  # opening a file is the thread's
+            started = time.perf_counter()
+            try:
+                here = os.stat(path)
+            except OSError:
+                return _NOT_NOW  # removed: the thread makes the new one
+            if (here.st_ino, here.st_dev) != opened[2]:
+                return _NOT_NOW  # rotated away
+            try:
+                _locked_write(opened[1], b"\n".join(lines) + b"\n", wait=False)
+            except BlockingIOError:
+                return _NOT_NOW  # another process holds the lock: wait on the thread
+            except OSError as error:
+                self._close_file()  # the thread opens the file again
+                return LogWriteError(error.errno, error.strerror, path)
+            finally:
+                if time.perf_counter() - started > SLOW_WRITE_SECONDS:
+                    self._offload_until = time.monotonic() + OFFLOAD_SECONDS
+            return None
+        finally:
+            self._file_lock.release()
 
     def _start(self) -> None:
         with self._start_lock:
@@ -369,7 +440,8 @@ class LogWriter:
             # An append racing ``close`` may be queued after the stop: it is written too.
             stopping = any(item is self._STOP for item in batch)
             self._write_batch([item for item in batch if item is not self._STOP])
-        self._close_file()
+        with self._file_lock:
+            self._close_file()
 
     def _write_batch(self, batch: list) -> None:
         """Write the queued appends, one write per run of the same path; report each."""
@@ -382,34 +454,45 @@ class LogWriter:
                 done.setdefault(loop, []).append((then, error))
         for loop, calls in done.items():
             try:  # one wake-up per loop for the whole round
-                loop.call_soon_threadsafe(_call_each, calls)
+                loop.call_soon_threadsafe(self._report, calls)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 pass
 
+    def _report(self, calls: list) -> None:
+        """On the caller's loop: the thread's outcomes, in the order the appends came."""
+        self._queued -= len(calls)
+        for then, error in calls:
+            then(error)
+
     def _write(self, path: str, payload: bytes) -> LogWriteError | None:
-        try:
-            fd = self._file(path)
-            _locked_write(fd, payload)
-        except OSError as error:
-            self._close_file()  # the next append opens the file again
-            return LogWriteError(error.errno, error.strerror, path)
-        return None
+        with self._file_lock:
+            try:
+                fd = self._file(path)
+                started = time.perf_counter()  # the write, not the opening
+                _locked_write(fd, payload)
+            except OSError as error:
+                self._close_file()  # the next append opens the file again
+                return LogWriteError(error.errno, error.strerror, path)
+            if time.perf_counter() - started > SLOW_WRITE_SECONDS:
+                self._offload_until = time.monotonic() + OFFLOAD_SECONDS
+            return None
 
     def _file(self, path: str) -> int:
         """The open file of ``path``, opened again if the one at the path is another."""
         if self._open is not None:
-            open_path, fd = self._open
+            open_path, fd, identity = self._open
             if open_path == path:
                 try:
-                    here, there = os.stat(path), os.fstat(fd)
+                    here = os.stat(path)
                 except FileNotFoundError:  # removed: a new file is made at the path
                     pass
                 else:
-                    if (here.st_ino, here.st_dev) == (there.st_ino, there.st_dev):
+                    if (here.st_ino, here.st_dev) == identity:
                         return fd
             self._close_file()
         fd = _open_for_append(path)
-        self._open = (path, fd)
+        opened = os.fstat(fd)
+        self._open = (path, fd, (opened.st_ino, opened.st_dev))
         return fd
 
     def _close_file(self) -> None:
@@ -418,6 +501,8 @@ class LogWriter:
             self._open = None
 
 
-def _call_each(calls: list) -> None:
-    for then, error in calls:
-        then(error)
+class _NotNow:
+    """What ``LogWriter._write_now`` returns when the append must go to the thread."""
+
+
+_NOT_NOW = _NotNow()

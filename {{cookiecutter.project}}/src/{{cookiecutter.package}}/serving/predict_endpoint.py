@@ -3,8 +3,8 @@
 The model scores a row in microseconds, so the request path is what costs: the app hands
 ``/predict`` to this endpoint ahead of FastAPI's middleware and router. It validates the raw
 body in one pass with pydantic-core's JSON parser and predicts on the event loop without a
-thread hop; requests that arrive together are predicted and logged together. Only the log's
-file operations run on a thread (``logs.LogWriter``), so a slow disk never stalls the loop.
+thread hop; requests that arrive together are predicted and logged together. The log never
+makes the loop wait on a file (``logs.LogWriter``): a slow disk is written to from a thread.
 
 A prediction is given only once it is logged: when the predict log cannot be written, the
 requests are refused with 503 (and ``/ready`` says not ready) rather than answered unlogged.
@@ -42,15 +42,18 @@ class BodyTooLarge(Exception):
 class PredictionBatcher:
     """Predicts the requests that arrive together in one model call and one log append.
 
-    A request's rows are queued and the flush is scheduled with ``call_soon``: it runs after
-    the callbacks already due, which include the other requests whose bytes arrived in the
-    same turn of the event loop. Under concurrency that gathers them into one batch; alone, a
-    request waits one turn of the loop (microseconds). The model's per-call cost and the log's
-    append are then paid once per batch instead of once per request.
+    Under load, a request's rows are queued and one flush per turn of the event loop, scheduled
+    with ``call_soon``, predicts them after the turn's other callbacks, which include the other
+    requests whose bytes arrived in the same turn: the model's per-call cost and the log's
+    append are paid once per batch instead of once per request. When the previous turn brought
+    at most one request, the first one of a turn is predicted at once instead: nothing is
+    likely to join it, and waiting for the end of the turn would only delay it.
 
-    The batch's log lines go to the ``LogWriter``, which writes them off the event loop; the
-    requests get their predictions only once the lines are written (``written``), so every
-    answered prediction is in the log, and a failed write answers each of them 503.
+    The batch's log lines go to the ``LogWriter``; the requests get their predictions only
+    once the lines are written (``written``), so every answered prediction is in the log, and
+    a failed write answers each of them 503. A request whose lines were written at once is
+    answered without leaving its task: awaiting a future that is already done does not
+    suspend.
     """
 
     def __init__(self, state: ModelState, writer: logs.LogWriter):
@@ -58,15 +61,30 @@ class PredictionBatcher:
         self.settings = state.settings
         self.writer = writer
         self.pending: list[tuple] = []
+        self.turn_requests = 0  # requests that reached the batcher in this turn of the loop
+        self.last_turn_requests = 0
 
     def submit(self, loaded: scoring.LoadedModel, rows: list, request_id: str) -> asyncio.Future:
-        """Queue a request's validated rows; the future gets its logged ``scoring.Prediction``."""
+        """Predict or queue a request's validated rows; the future gets its logged prediction.
+
+        The future is done on return when the request was predicted and logged at once.
+        """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        if not self.pending:
-            loop.call_soon(self.flush)
         self.pending.append((loaded, rows, request_id, future))
+        self.turn_requests += 1
+        if self.turn_requests == 1:
+            loop.call_soon(self.end_turn)  # runs after every callback due in this turn
+            if self.last_turn_requests <= 1:
+                self.flush()
+                return future
+        if len(self.pending) == 1:
+            loop.call_soon(self.flush)
         return future
+
+    def end_turn(self) -> None:
+        """Count the turn that ended: how busy the next one is likely to be."""
+        self.last_turn_requests, self.turn_requests = self.turn_requests, 0
 
     def flush(self) -> None:
         """Predict every queued request and hand its log lines to the writer."""
