@@ -205,6 +205,36 @@ def test_a_server_bug_outside_predict_is_a_json_500(served_settings, monkeypatch
     assert answer.json()["request_id"] == "bug-2"
 
 
+def test_request_metrics_are_what_a_prometheus_counter_and_histogram_expose():
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from {{ cookiecutter.package }}.serving import metrics
+
+    # Every bucket's bound, values just around them, and a value past the last one.
+    seconds = [b * f for b in metrics.LATENCY_BUCKETS for f in (0.5, 1.0, 1.0000001)] + [60.0]
+    observed = [("/predict", "POST", 200), ("/predict", "POST", 422), ("/health", "GET", 200)]
+    reference = CollectorRegistry()
+    counter = Counter("http_requests", "HTTP requests by endpoint, method and status.",
+                      metrics.REQUEST_LABELS, registry=reference)
+    histogram = Histogram("http_request_duration_seconds",
+                          "HTTP request latency by endpoint and status.",
+                          metrics.REQUEST_LABELS, registry=reference,
+                          buckets=metrics.LATENCY_BUCKETS)
+    ours = CollectorRegistry()
+    requests = metrics.RequestMetrics(ours)
+    for i, value in enumerate(seconds):
+        endpoint, method, status = observed[i % len(observed)]
+        counter.labels(endpoint, method, str(status)).inc()
+        histogram.labels(endpoint, method, str(status)).observe(value)
+        requests.observe(endpoint, method, status, value)
+
+    def exposition(registry) -> list[str]:  # sorted, creation times left out
+        return sorted(line for line in generate_latest(registry).decode().splitlines()
+                      if "_created{" not in line)
+
+    assert exposition(ours) == exposition(reference)
+
+
 def test_the_model_endpoint_describes_the_served_version(api):
     info = api.get("/model").json()
     assert info["model_version"] == "0.1"
