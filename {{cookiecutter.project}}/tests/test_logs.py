@@ -1,6 +1,7 @@
 """Logs: JSON Lines in monthly files, test logs apart, no line lost or torn by any writer."""
 
 import asyncio
+import errno
 import fcntl
 import os
 import subprocess
@@ -267,6 +268,28 @@ def test_a_lock_held_elsewhere_sends_the_append_and_those_behind_it_to_the_threa
     # The thread's wait for the lock took longer than SLOW_WRITE_SECONDS: the next appends
     # are the thread's too, for OFFLOAD_SECONDS.
     assert append_at_once(writer, path, b'{"n":4}') == []
+
+
+def test_a_write_that_fails_at_once_is_reported_and_the_thread_opens_the_file_again(
+        tmp_path, writer, monkeypatch):
+    path = str(tmp_path / "predict-2026-01.jsonl")
+    append_all(writer, [(path, [b'{"n":0}'])])  # the file is open
+    real_write = logs._locked_write
+    failures = [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))]  # the disk fills once
+
+    def write(fd, payload, **options):
+        if failures:
+            raise failures.pop()
+        real_write(fd, payload, **options)
+
+    monkeypatch.setattr(logs, "_locked_write", write)
+    [error] = append_at_once(writer, path, b'{"n":1}')
+    assert isinstance(error, logs.LogWriteError)
+    assert error.filename == path and error.strerror == os.strerror(errno.ENOSPC)
+    assert writer._open is None  # closed: the next append opens it again, on the thread
+    assert append_at_once(writer, path, b'{"n":2}') == []
+    assert append_at_once(writer, path, b'{"n":3}') == [None]
+    assert Path(path).read_bytes() == b'{"n":0}\n{"n":2}\n{"n":3}\n'
 
 
 def test_after_a_slow_write_appends_go_to_the_thread_until_writes_are_fast_again(
