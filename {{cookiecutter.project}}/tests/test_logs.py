@@ -227,8 +227,14 @@ def append_at_once(writer: logs.LogWriter, path: str, line: bytes) -> list:
     return asyncio.run(main())
 
 
+@pytest.fixture
+def no_slow_writes(monkeypatch):
+    """No write counts as slow: a busy test machine can stall one for longer than 10 ms."""
+    monkeypatch.setattr(logs, "SLOW_WRITE_SECONDS", 60.0)
+
+
 def test_files_are_opened_on_the_writers_thread_and_written_at_once_when_nothing_waits(
-        tmp_path, writer, writes_and_opens):
+        tmp_path, writer, writes_and_opens, no_slow_writes):
     path = str(tmp_path / "predict-2026-01.jsonl")
     here = threading.get_ident()  # asyncio.run's loop runs on this thread
     assert append_at_once(writer, path, b'{"n":1}') == []  # opening the file: the thread's
@@ -271,7 +277,7 @@ def test_a_lock_held_elsewhere_sends_the_append_and_those_behind_it_to_the_threa
 
 
 def test_a_write_that_fails_at_once_is_reported_and_the_thread_opens_the_file_again(
-        tmp_path, writer, monkeypatch):
+        tmp_path, writer, monkeypatch, no_slow_writes):
     path = str(tmp_path / "predict-2026-01.jsonl")
     append_all(writer, [(path, [b'{"n":0}'])])  # the file is open
     real_write = logs._locked_write
@@ -296,9 +302,11 @@ def test_after_a_slow_write_appends_go_to_the_thread_until_writes_are_fast_again
         tmp_path, writer, monkeypatch):
     path = str(tmp_path / "predict-2026-01.jsonl")
     append_all(writer, [(path, [b'{"n":0}'])])  # the file is open
-    monkeypatch.setattr(logs, "OFFLOAD_SECONDS", 0.3)
+    # Far apart, so that a busy test machine's stalls count as fast writes.
+    monkeypatch.setattr(logs, "SLOW_WRITE_SECONDS", 0.25)
+    monkeypatch.setattr(logs, "OFFLOAD_SECONDS", 0.5)
     real_write = logs._locked_write
-    delays = [0.05]  # the first write waits on the "disk", the others do not
+    delays = [0.5]  # the first write waits on the "disk", the others do not
 
     def write(fd, payload, **options):
         time.sleep(delays.pop() if delays else 0)
@@ -307,7 +315,7 @@ def test_after_a_slow_write_appends_go_to_the_thread_until_writes_are_fast_again
     monkeypatch.setattr(logs, "_locked_write", write)
     assert append_at_once(writer, path, b'{"n":1}') == [None]  # written at once, but slowly
     assert append_at_once(writer, path, b'{"n":2}') == []  # so the next one went to the thread
-    time.sleep(0.35)  # fast writes for longer than OFFLOAD_SECONDS
+    time.sleep(0.55)  # fast writes for longer than OFFLOAD_SECONDS
     assert append_at_once(writer, path, b'{"n":3}') == [None]
     assert Path(path).read_bytes().splitlines() == [b'{"n":%d}' % n for n in range(4)]
 
