@@ -13,9 +13,10 @@ then runs the monitor's test (``monitoring.compare``, with the served model's pr
 - for the mix changes, a bound on that power: the share of the same windows in which the
   changed feature's own chi-square test, at the level split evenly over the checks
   (alpha / checks) and with its exact large-sample null (no relabelling error), rejects.
-  A test over all checks that treats them alike cannot do much better on a shift that
-  only one check sees; a detection rate under 90 % next to a bound under 90 % is a limit
-  of the sample size, not of the test.
+  One verdict over checks treated alike spends about that level on each (exactly that,
+  were they independent), so on a shift that only one check sees it can hardly do
+  better: a detection rate under 90 % next to a bound under 90 % is a limit of the window's
+  size at that level, not a fault of the test.
 
 Each cell is ``--runs`` independent windows, each with its own relabelling seed; the
 interval is Wilson's score interval at 95 %. Usage: ``make bench-monitor`` or
