@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import chi2_contingency, wasserstein_distance
+from scipy.stats import chi2_contingency, chisquare, wasserstein_distance
 
 from {{ cookiecutter.package }} import (
     cli, data, loading, logs, monitoring, registry, scoring, training,
@@ -159,12 +159,14 @@ def test_too_few_relabellings_for_the_level_are_refused(served_baseline, traffic
 
 
 def test_a_small_level_takes_enough_relabellings_for_a_shift_to_fail(served_baseline):
-    # With 999 relabellings, each of the 7 checks' largest statistic can sit in another one:
-    # no adjusted p-value could go under 7/1000, so a level of 0.002 could never fail.
+    # With the default 4,999 relabellings, each of the 7 checks' largest statistic can sit
+    # in another one: no adjusted p-value could go under 7/5000, so a level of 0.001 could
+    # never fail.
     window = data.make_default_dataset(200, seed=1)[data.FEATURES]
-    report = check_window(served_baseline, window.assign(age=window["age"] + 20), alpha=0.002,
+    report = check_window(served_baseline, window.assign(age=window["age"] + 20), alpha=0.001,
                           seed=SEED)
-    assert report.n_permutations >= 7 / 0.002 and not report.passed
+    assert monitoring.N_PERMUTATIONS < 7 / 0.001 <= report.n_permutations
+    assert not report.passed
 
 
 def test_the_same_seed_gives_the_same_report(served_baseline, traffic):
@@ -218,6 +220,64 @@ def test_chi_square_of_relabellings_is_pearsons():
                                   np.bincount(np.delete(codes, rows), minlength=3)],
                                  correction=False).statistic for rows in sides]
     assert monitoring.chi_square(codes, 4, sides) == pytest.approx(expected)
+
+
+def test_random_subsets_are_distinct_and_uniform():
+    # All 20 subsets of 3 of range(6) in 20,000 draws, filled 7 rows at a time (the work
+    # arrays' room): each about 1,000 times. A sampler that settled repeated draws on a
+    # neighbouring value, or kept the rows' first values, fails the goodness of fit.
+    rows = 20_000
+    sides = monitoring.random_subsets(np.random.default_rng(0), 6, 3, rows,
+                                      monitoring.subset_scratch(6, rows, cells=6 * 7))
+    ordered = np.sort(sides, axis=1)
+    assert (np.diff(ordered, axis=1) > 0).all()
+    _, counts = np.unique(ordered, axis=0, return_counts=True)
+    assert len(counts) == 20
+    assert chisquare(counts).pvalue > 0.001
+    # Half of the values, many rounds of redraws: every value as often as the others.
+    half = monitoring.random_subsets(np.random.default_rng(1), 40, 20, 5_000)
+    assert (np.diff(np.sort(half, axis=1), axis=1) > 0).all()
+    assert chisquare(np.bincount(half.ravel(), minlength=40)).pvalue > 0.001
+
+
+@pytest.mark.parametrize("rows", [60, 400])  # fewer, then more rows than the reference
+def test_the_statistics_of_relabellings_are_the_direct_ones(served_baseline, rows):
+    # Counted from the relabelled side's rows only (joint codes, one grid for the pooled
+    # numbers), each check's statistic equals scipy's on the explicit split of the pool.
+    baseline, loaded = served_baseline
+    window = data.make_default_dataset(rows, seed=rows)[data.FEATURES]
+    columns = monitoring.feature_columns(window)
+    classes = scoring.classify(loaded.positive_probability(window).tolist())
+    pool = monitoring.PooledChecks(baseline, columns, classes)
+    assert pool.production_side == (rows <= baseline.reference_rows)
+    pooled = {name: np.concatenate([baseline.reference[name], columns[name]])
+              for name in columns}
+    encoded = baseline.space.encode(pooled)
+    outliers = np.concatenate([baseline.outliers, baseline.is_outlier(columns)])
+    predicted = np.concatenate([baseline.predictions, classes])
+    sides = np.vstack([pool.observed[None, :], monitoring.random_subsets(
+        np.random.default_rng(rows), pool.n_pool, len(pool.observed), 6)])
+    for side, statistics in zip(sides, pool.statistics(sides)):
+        chosen = np.isin(np.arange(pool.n_pool), side)
+        production = chosen if pool.production_side else ~chosen
+        expected = [100 * outliers[production].mean(),
+                    wasserstein_distance(encoded[production].ravel(),
+                                         encoded[~production].ravel()),
+                    wasserstein_distance(predicted[production], predicted[~production])]
+        for feature in data.SCHEMA.features:
+            values = pooled[feature.name]
+            if isinstance(feature, data.CategoricalFeature):
+                table = np.array([np.bincount(values[production], minlength=len(
+                    feature.categories)), np.bincount(values[~production], minlength=len(
+                        feature.categories))])
+                expected.append(chi2_contingency(table[:, table.sum(axis=0) > 0],
+                                                 correction=False).statistic)
+            else:
+                values = baseline.space.standardised(pooled, feature.name)
+                expected.append(wasserstein_distance(values[production], values[~production]))
+        assert statistics == pytest.approx(expected)
+    assert [name for name, _, _ in pool.checks][:3] == [
+        "OUTLIER TEST", "X WASSERSTEIN TEST", "Y WASSERSTEIN TEST"]
 
 
 # The command: verdicts, statuses, reports ----------------------------------------------------
