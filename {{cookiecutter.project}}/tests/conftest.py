@@ -112,6 +112,31 @@ def http_server():
 
 
 @pytest.fixture
+def writes_and_opens(monkeypatch):
+    """The threads that wrote to and opened log files, in order: (kind, thread id)."""
+    seen: list[tuple[str, int]] = []
+    real_write, real_open = logs._locked_write, logs._open_for_append
+
+    def write(fd, payload, **options):
+        seen.append(("write", threading.get_ident()))
+        real_write(fd, payload, **options)
+
+    def open_file(path):
+        seen.append(("open", threading.get_ident()))
+        return real_open(path)
+
+    monkeypatch.setattr(logs, "_locked_write", write)
+    monkeypatch.setattr(logs, "_open_for_append", open_file)
+    return seen
+
+
+@pytest.fixture
+def no_slow_writes(monkeypatch):
+    """No write counts as slow: a busy test machine can stall one for longer than 10 ms."""
+    monkeypatch.setattr(logs, "SLOW_WRITE_SECONDS", 60.0)
+
+
+@pytest.fixture
 def slow_log_writes(monkeypatch):
     """Every log write takes 20 ms longer: lines queue up behind the one being written."""
     real_write = logs._locked_write

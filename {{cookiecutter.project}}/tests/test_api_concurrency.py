@@ -99,28 +99,19 @@ def test_batched_predictions_are_counted_by_class(served_settings):
     assert counted == {str(label): float(labels.count(label)) for label in set(labels)}
 
 
-def test_the_predict_log_is_opened_off_the_event_loop(served_settings, monkeypatch):
-    opening: list[int] = []
-    real_open = logs._open_for_append
-
-    def open_file(path):
-        opening.append(threading.get_ident())
-        return real_open(path)
-
-    monkeypatch.setattr(logs, "_open_for_append", open_file)
+def test_the_predict_log_is_opened_off_the_event_loop(served_settings, writes_and_opens):
     app = service.create_app(served_settings)
     app.state.model.load()
     answers = asyncio.run(predict_concurrently(app, [RECORD] * 20))  # the loop: this thread
     app.state.log_writer.close()
     assert [answer.status_code for answer in answers] == [200] * 20
+    opening = [thread for kind, thread in writes_and_opens if kind == "open"]
     assert opening and threading.get_ident() not in opening
     assert len(logged_lines(served_settings)) == 20
 
 
 def test_a_lone_request_is_answered_at_once_and_concurrent_ones_in_batches(
-        served_settings, monkeypatch):
-    # No write counts as slow: a busy test machine can stall one for longer than 10 ms.
-    monkeypatch.setattr(logs, "SLOW_WRITE_SECONDS", 60.0)
+        served_settings, monkeypatch, no_slow_writes):
     app = service.create_app(served_settings)
     app.state.model.load()
     assert isinstance(app, service.ServiceApp)

@@ -195,25 +195,6 @@ def test_the_writer_keeps_the_order_and_reports_every_append(tmp_path, writer):
     assert (tmp_path / "predict-2026-01.jsonl").read_bytes().splitlines() == expected
 
 
-@pytest.fixture
-def writes_and_opens(monkeypatch):
-    """The threads that wrote to and opened log files, in order: (kind, thread id)."""
-    seen: list[tuple[str, int]] = []
-    real_write, real_open = logs._locked_write, logs._open_for_append
-
-    def write(fd, payload, **options):
-        seen.append(("write", threading.get_ident()))
-        real_write(fd, payload, **options)
-
-    def open_file(path):
-        seen.append(("open", threading.get_ident()))
-        return real_open(path)
-
-    monkeypatch.setattr(logs, "_locked_write", write)
-    monkeypatch.setattr(logs, "_open_for_append", open_file)
-    return seen
-
-
 def append_at_once(writer: logs.LogWriter, path: str, line: bytes) -> list:
     """Append from an event loop; what ``then`` got before ``append`` returned (or nothing)."""
     async def main():
@@ -225,12 +206,6 @@ def append_at_once(writer: logs.LogWriter, path: str, line: bytes) -> list:
         return at_once
 
     return asyncio.run(main())
-
-
-@pytest.fixture
-def no_slow_writes(monkeypatch):
-    """No write counts as slow: a busy test machine can stall one for longer than 10 ms."""
-    monkeypatch.setattr(logs, "SLOW_WRITE_SECONDS", 60.0)
 
 
 def test_files_are_opened_on_the_writers_thread_and_written_at_once_when_nothing_waits(

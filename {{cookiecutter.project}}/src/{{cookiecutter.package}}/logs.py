@@ -139,7 +139,7 @@ def append_lines(path: str | os.PathLike, lines: Sequence[bytes]) -> int:
     """Append serialised JSON lines (no newline) as one atomic write; return their number."""
     if not lines:
         return 0
-    payload = b"\n".join(lines) + b"\n"
+    payload = _payload(lines)
     with _append_lock:
         try:
             fd = _open_for_append(path)
@@ -150,6 +150,11 @@ def append_lines(path: str | os.PathLike, lines: Sequence[bytes]) -> int:
         except OSError as error:
             raise LogWriteError(error.errno, error.strerror, os.fspath(path)) from error
     return len(lines)
+
+
+def _payload(lines: Sequence[bytes]) -> bytes:
+    """The bytes of serialised lines in a file: each ends with a newline."""
+    return b"\n".join(lines) + b"\n"
 
 
 def _locked_write(fd: int, payload: bytes, *, wait: bool = True) -> None:
@@ -306,10 +311,8 @@ def prediction_lines(log_dir: str | os.PathLike, *, test_mode: bool, model_versi
         }
         if len(rows) == 1:  # most requests: the line in one serialisation
             fields["row"] = 0
-            fields["prediction"] = request.labels[0]
-            fields["probability"] = request.probabilities[0]
-            if log_inputs:
-                fields["input"] = rows[0]
+            fields.update(_row_fields(rows[0], request.labels[0], request.probabilities[0],
+                                      log_inputs))
             lines.append(orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY))
             continue
         # The fields shared by the request's rows are serialised once, not once per row: a
@@ -317,12 +320,19 @@ def prediction_lines(log_dir: str | os.PathLike, *, test_mode: bool, model_versi
         shared = orjson.dumps(fields)[:-1] + b',"row":'
         for index, (row, label, probability) in enumerate(
                 zip(rows, request.labels, request.probabilities)):
-            own: dict[str, object] = {"prediction": label, "probability": probability}
-            if log_inputs:
-                own["input"] = row
-            own_json = orjson.dumps(own, option=orjson.OPT_SERIALIZE_NUMPY)
+            own_json = orjson.dumps(_row_fields(row, label, probability, log_inputs),
+                                    option=orjson.OPT_SERIALIZE_NUMPY)
             lines.append(b"%s%d,%s" % (shared, index, own_json[1:]))
     return path, lines
+
+
+def _row_fields(row: Mapping, label: int, probability: float,
+                log_inputs: bool) -> dict[str, object]:
+    """A predicted row's own fields in its log line; its input only when inputs are logged."""
+    own: dict[str, object] = {"prediction": label, "probability": probability}
+    if log_inputs:
+        own["input"] = row
+    return own
 
 
 class LogWriter:
@@ -394,30 +404,31 @@ class LogWriter:
             return _NOT_NOW
         if not self._file_lock.acquire(blocking=False):  # the thread is using the file
             return _NOT_NOW
+        started = time.perf_counter()
         try:
-            opened = self._open
-            if opened is None or opened[0] != path:
-                return _NOT_NOW  # opening a file is the thread's
-            started = time.perf_counter()
             try:
-                here = os.stat(path)
+                fd = self._open_fd(path)
             except OSError:
-                return _NOT_NOW  # removed: the thread makes the new one
-            if (here.st_ino, here.st_dev) != opened[2]:
-                return _NOT_NOW  # rotated away
+                fd = None  # the thread finds out what is wrong and reports it
+            if fd is None:
+                return _NOT_NOW  # opening a file is the thread's: a first, a new month's
             try:
-                _locked_write(opened[1], b"\n".join(lines) + b"\n", wait=False)
+                _locked_write(fd, _payload(lines), wait=False)
             except BlockingIOError:
                 return _NOT_NOW  # another process holds the lock: wait on the thread
             except OSError as error:
                 self._close_file()  # the thread opens the file again
                 return LogWriteError(error.errno, error.strerror, path)
             finally:
-                if time.perf_counter() - started > SLOW_WRITE_SECONDS:
-                    self._offload_until = time.monotonic() + OFFLOAD_SECONDS
+                self._note_duration(started)
             return None
         finally:
             self._file_lock.release()
+
+    def _note_duration(self, started: float) -> None:
+        """After a write slower than ``SLOW_WRITE_SECONDS``, the next ones are the thread's."""
+        if time.perf_counter() - started > SLOW_WRITE_SECONDS:
+            self._offload_until = time.monotonic() + OFFLOAD_SECONDS
 
     def _start(self) -> None:
         with self._start_lock:
@@ -448,7 +459,7 @@ class LogWriter:
         done: dict = {}
         for path, same_path in itertools.groupby(batch, key=lambda item: item[0]):
             group = list(same_path)
-            payload = b"".join(b"\n".join(lines) + b"\n" for _, lines, _, _ in group if lines)
+            payload = b"".join(_payload(lines) for _, lines, _, _ in group if lines)
             error = self._write(path, payload) if payload else None
             for _, _, loop, then in group:
                 done.setdefault(loop, []).append((then, error))
@@ -473,23 +484,31 @@ class LogWriter:
             except OSError as error:
                 self._close_file()  # the next append opens the file again
                 return LogWriteError(error.errno, error.strerror, path)
-            if time.perf_counter() - started > SLOW_WRITE_SECONDS:
-                self._offload_until = time.monotonic() + OFFLOAD_SECONDS
+            self._note_duration(started)
             return None
+
+    def _open_fd(self, path: str) -> int | None:
+        """The file kept open, if it is ``path``'s and still the file at the path, else None.
+
+        None too when the file was removed (a new one is made at the path) or moved away.
+        """
+        if self._open is None:
+            return None
+        open_path, fd, identity = self._open
+        if open_path != path:
+            return None
+        try:
+            here = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return fd if (here.st_ino, here.st_dev) == identity else None
 
     def _file(self, path: str) -> int:
         """The open file of ``path``, opened again if the one at the path is another."""
-        if self._open is not None:
-            open_path, fd, identity = self._open
-            if open_path == path:
-                try:
-                    here = os.stat(path)
-                except FileNotFoundError:  # removed: a new file is made at the path
-                    pass
-                else:
-                    if (here.st_ino, here.st_dev) == identity:
-                        return fd
-            self._close_file()
+        fd = self._open_fd(path)
+        if fd is not None:
+            return fd
+        self._close_file()
         fd = _open_for_append(path)
         opened = os.fstat(fd)
         self._open = (path, fd, (opened.st_ino, opened.st_dev))
