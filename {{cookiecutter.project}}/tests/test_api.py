@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package }} import data, loading, logs, scoring
@@ -388,6 +389,11 @@ def test_run_serves_with_production_settings(monkeypatch, settings):
     app, options = calls[0]
     assert options["workers"] == 1 and options["access_log"] is False
     assert "reload" not in options
+    # uvicorn serves the app's front as it is: an ASGI 3 callable, wrapped in nothing.
+    assert isinstance(app, service.ServiceMiddleware)
+    config = uvicorn.Config(app, **options, log_config=None)  # leaves logging as it is
+    config.load()
+    assert config.interface == "asgi3" and config.loaded_app is app
 
 
 def test_run_with_several_workers_builds_the_app_in_each(monkeypatch, settings):
@@ -397,4 +403,7 @@ def test_run_with_several_workers_builds_the_app_in_each(monkeypatch, settings):
     app, options = calls[0]
     assert app == "{{ cookiecutter.package }}.serving.service:app_from_environment"
     assert options["factory"] is True and options["workers"] == 2
-    assert service.app_from_environment().title.endswith("API")
+    config = uvicorn.Config(app, **options, log_config=None)  # leaves logging as it is
+    config.load()
+    assert isinstance(config.loaded_app, service.ServiceMiddleware)
+    assert config.interface == "asgi3"

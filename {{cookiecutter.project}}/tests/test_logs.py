@@ -82,19 +82,26 @@ def test_training_record_holds_the_minimal_fields(tmp_path):
 
 def test_a_training_record_goes_to_the_month_of_its_own_timestamp(tmp_path, monkeypatch):
     # A run that ends at midnight at the end of a month: each clock read sees a later time.
-    readings = iter([datetime(2026, 1, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
-                     datetime(2026, 2, 1, 0, 0, 0, 1, tzinfo=timezone.utc)])
-
-    class Clock(datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return next(readings)
-
-    monkeypatch.setattr(logs, "datetime", Clock)
+    readings = iter([datetime(2026, 1, 31, 23, 59, 59, 999999, tzinfo=timezone.utc).timestamp(),
+                     datetime(2026, 2, 1, 0, 0, 0, 1, tzinfo=timezone.utc).timestamp()])
+    monkeypatch.setattr(logs.time, "time", lambda: next(readings))
     path = logs.log_training(tmp_path, test_mode=False, model_version="0.1", runtime=1.0,
                              input_data_summary={}, details={})
     (record,) = logs.read_log(tmp_path, "train")
     assert path.name == f"train-{record['timestamp'][:7]}.jsonl" == "train-2026-01.jsonl"
+
+
+def test_timestamps_are_what_datetime_writes_whichever_way_the_clock_moves(monkeypatch):
+    # The date and time of day are formatted once per second: a new second, a clock stepped
+    # back and a fraction that rounds up into the next second must each be written afresh.
+    second = datetime(2026, 1, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+    readings = [second + 0.25, second + 0.5000005, second + 0.9999996, second + 1.000001,
+                second - 86400 * 40 + 0.1, second + 1e-7, second + 0.0000025, second + 0.75]
+    for reading in readings:
+        monkeypatch.setattr(logs.time, "time", lambda reading=reading: reading)
+        expected = datetime.fromtimestamp(reading, timezone.utc).isoformat(
+            timespec="microseconds")
+        assert logs.utc_now() == expected
 
 
 def test_an_unwritable_log_raises_a_log_write_error_naming_the_file(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import itertools
+import math
 import os
 import queue
 import re
@@ -57,9 +58,26 @@ class LogWriteError(OSError):
     """
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
 def utc_now() -> str:
-    """The current time as an ISO-8601 UTC timestamp with microseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    """The current time as an ISO-8601 UTC timestamp with microseconds.
+
+    What ``datetime.now(timezone.utc).isoformat(timespec="microseconds")`` writes; the date
+    and time of day are formatted once per second, as the service asks many times a second.
+    """
+    global _SECOND
+    # Rounded as datetime rounds a timestamp: the fraction to the nearest microsecond, half
+    # to even, carried into the second.
+    fraction, whole = math.modf(time.time())
+    second, micro = int(whole), round(fraction * 1_000_000)
+    if micro == 1_000_000:
+        second, micro = second + 1, 0
+    if _SECOND[0] != second:
+        _SECOND = (second, datetime.fromtimestamp(second, timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S"))
+    return f"{_SECOND[1]}.{micro:06d}+00:00"
 
 
 def _file_name(kind: str, test_mode: bool, month: str) -> str:
@@ -301,23 +319,22 @@ def prediction_lines(log_dir: str | os.PathLike, *, test_mode: bool, model_versi
     lines = []
     for request in requests:
         rows = request.rows
-        fields: dict[str, object] = {
-            "timestamp": timestamp,
-            "request_id": request.request_id,
-            "model_version": model_version,
-            "runtime": round(request.runtime, 6),
-            "input_data_summary": {"n_rows": len(rows),
-                                   "n_features": len(rows[0]) if len(rows) else 0},
-        }
+        summary = {"n_rows": len(rows), "n_features": len(rows[0]) if len(rows) else 0}
+        runtime = round(request.runtime, 6)
         if len(rows) == 1:  # most requests: the line in one serialisation
-            fields["row"] = 0
-            fields.update(_row_fields(rows[0], request.labels[0], request.probabilities[0],
-                                      log_inputs))
-            lines.append(orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY))
+            line = {"timestamp": timestamp, "request_id": request.request_id,
+                    "model_version": model_version, "runtime": runtime,
+                    "input_data_summary": summary, "row": 0,
+                    "prediction": request.labels[0], "probability": request.probabilities[0]}
+            if log_inputs:
+                line["input"] = rows[0]
+            lines.append(orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY))
             continue
         # The fields shared by the request's rows are serialised once, not once per row: a
         # large batch spends most of its logging time there otherwise.
-        shared = orjson.dumps(fields)[:-1] + b',"row":'
+        shared = orjson.dumps({"timestamp": timestamp, "request_id": request.request_id,
+                               "model_version": model_version, "runtime": runtime,
+                               "input_data_summary": summary})[:-1] + b',"row":'
         for index, (row, label, probability) in enumerate(
                 zip(rows, request.labels, request.probabilities)):
             own_json = orjson.dumps(_row_fields(row, label, probability, log_inputs),
