@@ -128,6 +128,50 @@ def test_train_checks_the_token_before_it_reads_the_body(served_settings):
     assert received == []
 
 
+def post_in_messages(app, path: str, chunks: list[bytes], *, endless: bool = False):
+    """POST a body to the ASGI ``app`` in one message per chunk, with no Content-Length (as
+    a chunked upload arrives); ``endless`` repeats the last chunk for ever. The messages the
+    app sent back, and how many body messages it read."""
+    received, sent = [], []
+
+    async def receive():
+        index = len(received)
+        received.append(True)
+        more = endless or index < len(chunks) - 1
+        return {"type": "http.request", "body": chunks[min(index, len(chunks) - 1)],
+                "more_body": more}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "root_path": "", "query_string": b"", "server": ("service", 80),
+             "client": ("client", 1), "headers": [(b"content-type", b"application/json"),
+                                                  (b"transfer-encoding", b"chunked")]}
+    asyncio.run(app(scope, receive, send))
+    return sent, len(received)
+
+
+def test_a_prediction_body_in_several_messages_is_joined(served_settings):
+    app = app_for(served_settings)
+    app.state.model.load()
+    body = json.dumps({"records": [RECORD] * 3}).encode()
+    sent, read = post_in_messages(app, "/predict", [body[i:i + 40]
+                                                    for i in range(0, len(body), 40)])
+    assert sent[0]["status"] == 200 and read == -(-len(body) // 40)
+    assert len(json.loads(sent[1]["body"])["predictions"]) == 3
+
+
+def test_a_body_that_grows_past_the_limit_is_refused_and_no_longer_read(served_settings):
+    app = app_for(served_settings, max_body_bytes=1024)
+    app.state.model.load()
+    sent, read = post_in_messages(app, "/predict", [b" " * 500], endless=True)
+    assert sent[0]["status"] == 413
+    assert "MODEL_MAX_BODY_BYTES" in json.loads(sent[1]["body"])["detail"]
+    assert read == 3  # 1,500 bytes: the first read that crossed 1,024
+
+
 def test_train_answers_401_before_it_judges_the_body(served_settings):
     with TestClient(app_for(served_settings, admin_token=TOKEN)) as client:
         answer = client.post("/train", content=b"{not json",
