@@ -5,6 +5,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -109,6 +110,33 @@ def http_server():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def status_server(http_server):
+    """Return ``start(status) -> base URL``: a keep-alive HTTP/1.1 server that answers every
+    GET and POST with ``{}`` and the status ``status(body)`` chooses for the request's body
+    (empty for a GET)."""
+
+    def start(status: Callable[[bytes], int]) -> str:
+        class Answers(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def answer(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status(body))
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = answer  # the names http.server calls
+
+            def log_message(self, *args):
+                pass
+
+        return f"http://127.0.0.1:{http_server(Answers).server_address[1]}"
+
+    return start
 
 
 @pytest.fixture

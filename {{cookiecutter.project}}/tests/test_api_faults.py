@@ -132,7 +132,8 @@ def post_in_messages(app, path: str, chunks: list[bytes], *, endless: bool = Fal
     """POST a body to the ASGI ``app`` in one message per chunk, with no Content-Length (as
     a chunked upload arrives); ``endless`` repeats the last chunk for ever. The messages the
     app sent back, and how many body messages it read."""
-    received, sent = [], []
+    received: list[bool] = []
+    sent: list[dict] = []
 
     async def receive():
         index = len(received)

@@ -1,6 +1,5 @@
 """The serving benchmark's parts: its records, its fallback load generator, its statistics."""
 
-import http.server
 import sys
 from pathlib import Path
 
@@ -22,25 +21,10 @@ def test_batch_records_are_distinct_and_valid():
     assert data.validate_rows(records) == records
 
 
-class _Answers(http.server.BaseHTTPRequestHandler):
-    """A keep-alive HTTP/1.1 server: 200 for a body of ``ok``, 422 for anything else."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):  # noqa: N802 - the name http.server calls
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(200 if body == b"ok" else 422)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def answering_server(http_server):
-    return f"http://127.0.0.1:{http_server(_Answers).server_address[1]}/predict"
+def answering_server(status_server):
+    """200 for a body of ``ok``, 422 for anything else."""
+    return status_server(lambda body: 200 if body == b"ok" else 422) + "/predict"
 
 
 def test_fallback_generator_counts_responses_over_keep_alive(answering_server, monkeypatch):

@@ -2,7 +2,6 @@
 writes, how it tells a prediction from a failure, how it polls a starting service and how it
 reads ``python -X importtime``. (The template's image tests run its Docker part.)"""
 
-import http.server
 import re
 import sys
 import time
@@ -73,31 +72,10 @@ def test_only_a_200_with_probabilities_counts_as_a_prediction(status, body, expe
     assert images.is_prediction(status, body) is expected
 
 
-class _Starting(http.server.BaseHTTPRequestHandler):
-    """A service that answers 503 until ``ready_at`` (a time.monotonic() reading), then 200."""
-
-    ready_at = 0.0
-
-    def do_GET(self):  # noqa: N802 - the name http.server calls
-        status = 200 if time.monotonic() >= self.ready_at else 503
-        self.send_response(status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def starting_server(http_server):
-    return http_server(_Starting)
-
-
-def test_poll_returns_soon_after_the_service_answers(starting_server):
+def test_poll_returns_soon_after_the_service_answers(status_server):
     start = time.monotonic()
-    _Starting.ready_at = start + 0.3
-    url = f"http://127.0.0.1:{starting_server.server_address[1]}/ready"
+    ready_at = start + 0.3  # the service answers 503 until then, 200 after
+    url = status_server(lambda _: 200 if time.monotonic() >= ready_at else 503) + "/ready"
     seconds = images.poll(urllib.request.Request(url), images.is_ok, start, start + 10)
     # Not before the service was ready; late by at most a poll interval and a request (the
     # bound is loose: a busy machine delays the thread).
