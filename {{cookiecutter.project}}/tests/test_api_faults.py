@@ -107,6 +107,17 @@ def test_a_null_train_body_trains_with_the_defaults(served_settings, quick_train
     assert answer.json()["test_mode"] is False
 
 
+@pytest.mark.parametrize("body", [b"\x0b", b"\x0c", b" \x0b\n"])
+def test_a_train_body_of_whitespace_json_does_not_allow_is_refused(served_settings, body):
+    # Not an empty body (that trains with the defaults): vertical tabs and form feeds are not
+    # JSON whitespace, though Python's bytes.strip() strips them.
+    with TestClient(app_for(served_settings, admin_token=TOKEN)) as client:
+        answer = client.post("/train", content=body,
+                             headers={**AUTH, "Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert "invalid JSON" in answer.json()["detail"]
+
+
 def test_train_checks_the_token_before_it_reads_the_body(served_settings):
     app = app_for(served_settings, admin_token=TOKEN)
     received, sent = [], []

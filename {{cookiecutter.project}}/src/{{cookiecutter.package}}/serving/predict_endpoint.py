@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .. import logs, scoring
 from .model_state import ModelState
-from .responses import JSON, error_items, error_response, error_summary
+from .responses import JSON, JSON_WHITESPACE, error_items, error_response, error_summary
 
 # The header of every prediction, besides its length and request id.
 JSON_TYPE = (b"content-type", JSON.encode("latin-1"))
@@ -209,7 +209,7 @@ class PredictEndpoint:
 
     def rows_of(self, body: bytes, request_id: str) -> list | Response:
         """The validated rows of a body, or the response that refuses it."""
-        if not body.strip():
+        if not body.strip(JSON_WHITESPACE):
             return error_response(
                 422, 'the request body is empty: send one record or {"records": [...]}',
                 request_id, [{"field": "body", "message": "empty body"}])

@@ -16,6 +16,9 @@ from pydantic import ValidationError
 from .. import data
 
 JSON = "application/json"
+# The only whitespace JSON allows around a value (RFC 8259, section 2): a body of nothing else
+# is empty. Python's bytes.strip() also strips vertical tabs and form feeds, which are not.
+JSON_WHITESPACE = b" \t\n\r"
 
 
 def json_response(content, status_code: int = 200, headers: dict | None = None) -> Response:

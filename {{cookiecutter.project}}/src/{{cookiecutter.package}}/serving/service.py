@@ -60,7 +60,13 @@ from .api_types import (
 from .metrics import Metrics
 from .model_state import ModelState
 from .predict_endpoint import PredictEndpoint, too_large_message
-from .responses import error_items, error_response, error_summary, json_response
+from .responses import (
+    JSON_WHITESPACE,
+    error_items,
+    error_response,
+    error_summary,
+    json_response,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -403,7 +409,7 @@ def _add_admin_routes(app: FastAPI, settings: Settings, state: ModelState) -> AP
         require_admin(await bearer(request))
         body = await request.body()
         try:
-            given = train_options.validate_json(body) if body.strip() else None
+            given = train_options.validate_json(body) if body.strip(JSON_WHITESPACE) else None
         except ValidationError as error:
             items = error_items(error)
             return error_response(422, error_summary(items), request_id_of(request), items)
