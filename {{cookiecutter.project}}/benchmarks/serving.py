@@ -166,10 +166,16 @@ def check_agreement(servers: dict[str, Server], records: list[dict]) -> float:
 def run_rounds(phases: list[Phase], servers: dict[str, Server], bodies: dict[str, bytes],
                placement: Placement, rounds: int, seconds: int,
                warmup: int) -> dict[Phase, list[loadgen.Load]]:
-    """Every phase once per round, rotated; a first warm-up round of ``warmup`` s is dropped."""
+    """Every phase once per round, rotated; a first warm-up round of ``warmup`` s is dropped.
+
+    Each phase starts with the page cache clean (``os.sync``): the log lines the phase before
+    wrote (1,000-record batches write tens of MB a second) are flushed between the phases,
+    not by the kernel's writeback while the next phase, perhaps another server's, is measured.
+    """
     results: dict[Phase, list[loadgen.Load]] = {phase: [] for phase in phases}
     for number in range(rounds + 1):
         for phase in rotated(phases, number):
+            os.sync()
             load = loadgen.measure(servers[phase.server].url("/predict"), bodies[phase.body],
                                    phase.connections, warmup if number == 0 else seconds,
                                    placement.generator)

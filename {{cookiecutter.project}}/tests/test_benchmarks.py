@@ -59,6 +59,23 @@ def test_every_phase_takes_every_position_over_the_rounds():
     assert all(sorted(rotated(phases, number)) == phases for number in range(5))
 
 
+def test_every_phase_starts_after_the_page_cache_is_flushed(monkeypatch):
+    events = []
+    monkeypatch.setattr(serving.os, "sync", lambda: events.append("sync"))
+    monkeypatch.setattr(serving.loadgen, "measure",
+                        lambda url, body, connections, seconds, cpu: events.append(url))
+
+    class Server:
+        def url(self, path):
+            return path
+
+    phases = [serving.Phase("a", "record", 1), serving.Phase("a", "record", 32)]
+    results = serving.run_rounds(phases, {"a": Server()}, {"record": b"{}"},
+                                 Placement.choose(pin=False), rounds=2, seconds=1, warmup=1)
+    assert events == ["sync", "/predict"] * 6
+    assert all(len(loads) == 2 for loads in results.values())
+
+
 def test_ratio_verdicts_follow_the_target_direction():
     assert serving.Ratio("share", (0.5, 0.7, 0.65), "x", 0.6).describe().endswith(": MET")
     assert serving.Ratio("p50", (0.3, 0.4), " ms", 0.25, at_least=False).describe().endswith(
