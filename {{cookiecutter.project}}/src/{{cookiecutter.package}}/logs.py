@@ -319,22 +319,23 @@ def prediction_lines(log_dir: str | os.PathLike, *, test_mode: bool, model_versi
     lines = []
     for request in requests:
         rows = request.rows
-        summary = {"n_rows": len(rows), "n_features": len(rows[0]) if len(rows) else 0}
-        runtime = round(request.runtime, 6)
+        fields: dict[str, object] = {
+            "timestamp": timestamp,
+            "request_id": request.request_id,
+            "model_version": model_version,
+            "runtime": round(request.runtime, 6),
+            "input_data_summary": {"n_rows": len(rows),
+                                   "n_features": len(rows[0]) if len(rows) else 0},
+        }
         if len(rows) == 1:  # most requests: the line in one serialisation
-            line = {"timestamp": timestamp, "request_id": request.request_id,
-                    "model_version": model_version, "runtime": runtime,
-                    "input_data_summary": summary, "row": 0,
-                    "prediction": request.labels[0], "probability": request.probabilities[0]}
-            if log_inputs:
-                line["input"] = rows[0]
-            lines.append(orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY))
+            fields["row"] = 0
+            fields.update(_row_fields(rows[0], request.labels[0], request.probabilities[0],
+                                      log_inputs))
+            lines.append(orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY))
             continue
         # The fields shared by the request's rows are serialised once, not once per row: a
         # large batch spends most of its logging time there otherwise.
-        shared = orjson.dumps({"timestamp": timestamp, "request_id": request.request_id,
-                               "model_version": model_version, "runtime": runtime,
-                               "input_data_summary": summary})[:-1] + b',"row":'
+        shared = orjson.dumps(fields)[:-1] + b',"row":'
         for index, (row, label, probability) in enumerate(
                 zip(rows, request.labels, request.probabilities)):
             own_json = orjson.dumps(_row_fields(row, label, probability, log_inputs),
