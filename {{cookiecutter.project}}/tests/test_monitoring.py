@@ -174,6 +174,14 @@ def test_the_same_seed_gives_the_same_report(served_baseline, traffic):
     assert first.checks == second.checks and first.seed == 3
 
 
+def test_the_check_count_is_the_number_of_checks_a_report_holds(served_baseline, traffic):
+    baseline, _ = served_baseline
+    with_y = check_window(served_baseline, traffic, seed=3, n_permutations=999)
+    without_y = monitoring.compare(baseline, traffic, seed=3, n_permutations=999)
+    assert len(with_y.checks) == monitoring.check_count(True)
+    assert len(without_y.checks) == monitoring.check_count(False)
+
+
 def test_a_run_without_seed_draws_and_records_one(served_baseline, traffic):
     first, second = (check_window(served_baseline, traffic, alpha=0.1, n_permutations=99)
                      for _ in range(2))

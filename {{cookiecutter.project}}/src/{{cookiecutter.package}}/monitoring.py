@@ -557,6 +557,12 @@ def min_p_test(statistics: np.ndarray, alpha: float) -> dict:
     }
 
 
+def check_count(with_predictions: bool) -> int:
+    """How many checks ``compare`` runs: the outlier share, the pooled X distance, the
+    predicted classes' distance when there are predictions, and one per feature."""
+    return 2 + with_predictions + len(data.SCHEMA.features)
+
+
 def relabellings_for(alpha: float, n_checks: int) -> int:
     """How many relabellings a level needs: at least ``N_PERMUTATIONS``, and enough that a
     check can fail however the others fall (see ``compare``)."""
@@ -575,8 +581,7 @@ def compare(baseline: Baseline, production,
     from. ``seed`` None draws fresh relabellings (the seed used is in the report);
     ``n_permutations`` None takes ``relabellings_for(alpha, ...)``.
     """
-    has_y = baseline.predictions is not None and predictions is not None
-    n_checks = 2 + has_y + len(data.SCHEMA.features)
+    n_checks = check_count(baseline.predictions is not None and predictions is not None)
     if n_permutations is None:
         n_permutations = relabellings_for(alpha, n_checks)
     # Each check's largest statistic may sit in a different relabelling, so the smallest
