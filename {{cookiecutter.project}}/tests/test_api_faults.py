@@ -118,31 +118,11 @@ def test_a_train_body_of_whitespace_json_does_not_allow_is_refused(served_settin
     assert "invalid JSON" in answer.json()["detail"]
 
 
-def test_train_checks_the_token_before_it_reads_the_body(served_settings):
-    app = app_for(served_settings, admin_token=TOKEN)
-    received, sent = [], []
-
-    async def receive():
-        received.append(True)
-        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/train", "raw_path": b"/train",
-             "root_path": "", "query_string": b"", "server": ("service", 80),
-             "client": ("client", 1), "headers": [(b"content-type", b"application/json"),
-                                                  (b"content-length", b"1000000")]}
-    asyncio.run(app(scope, receive, send))
-    assert sent[0]["status"] == 401
-    assert received == []
-
-
-def post_in_messages(app, path: str, chunks: list[bytes], *, endless: bool = False):
+def post_in_messages(app, path: str, chunks: list[bytes], *, endless: bool = False,
+                     length: int | None = None):
     """POST a body to the ASGI ``app`` in one message per chunk, with no Content-Length (as
-    a chunked upload arrives); ``endless`` repeats the last chunk for ever. The messages the
-    app sent back, and how many body messages it read."""
+    a chunked upload arrives) unless ``length`` declares one; ``endless`` repeats the last
+    chunk for ever. The messages the app sent back, and how many body messages it read."""
     received: list[bool] = []
     sent: list[dict] = []
 
@@ -159,10 +139,19 @@ def post_in_messages(app, path: str, chunks: list[bytes], *, endless: bool = Fal
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
              "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
              "root_path": "", "query_string": b"", "server": ("service", 80),
-             "client": ("client", 1), "headers": [(b"content-type", b"application/json"),
-                                                  (b"transfer-encoding", b"chunked")]}
+             "client": ("client", 1), "headers": [
+                 (b"content-type", b"application/json"),
+                 (b"transfer-encoding", b"chunked") if length is None
+                 else (b"content-length", b"%d" % length)]}
     asyncio.run(app(scope, receive, send))
     return sent, len(received)
+
+
+def test_train_checks_the_token_before_it_reads_the_body(served_settings):
+    app = app_for(served_settings, admin_token=TOKEN)
+    sent, read = post_in_messages(app, "/train", [b"x" * 1000], endless=True, length=1000000)
+    assert sent[0]["status"] == 401
+    assert read == 0
 
 
 def test_a_prediction_body_in_several_messages_is_joined(served_settings):
