@@ -381,31 +381,38 @@ def test_a_log_that_fails_only_once_recovers_at_the_next_prediction(
 
 # ----------------------------------------------------------------------------- big batches
 
-class CountingAdapter:
-    """A TypeAdapter stand-in that counts the bodies it is asked to validate."""
+class CountingValidator:
+    """A stand-in for a validator's ``validate_json`` that counts the bodies it is given."""
 
-    def __init__(self, adapter):
-        self.adapter, self.calls = adapter, 0
+    def __init__(self, validate_json):
+        self.validate_json, self.calls = validate_json, 0
 
-    def validate_json(self, body):
+    def __call__(self, body):
         self.calls += 1
-        return self.adapter.validate_json(body)
+        return self.validate_json(body)
+
+
+def count_validations(endpoint) -> list[CountingValidator]:
+    """Count the bodies each of the endpoint's validators (the strict twins, the documented
+    type) is given."""
+    counters = [CountingValidator(validate) for validate in (
+        endpoint.strict_record, endpoint.strict_batch, endpoint.documented)]
+    endpoint.strict_record, endpoint.strict_batch, endpoint.documented = counters
+    return counters
 
 
 @pytest.mark.parametrize("rows", [[RECORD] * 40, [{}] * 40, [0] * 40])
 def test_a_batch_over_the_row_limit_is_refused_before_any_row_is_validated(
         served_settings, rows):
     app = app_for(served_settings, max_batch_rows=10)
-    endpoint = app.front.predict
-    endpoint.strict, endpoint.documented = map(CountingAdapter,
-                                               (endpoint.strict, endpoint.documented))
+    counters = count_validations(app.front.predict)
     with TestClient(app) as client:
         answer = client.post("/predict",
                              content=json.dumps({"records": rows}, separators=(",", ":")))
     assert answer.status_code == 422
     assert "at most 10 records (MODEL_MAX_BATCH_ROWS), this one has 40" in answer.json()["detail"]
     assert answer.json()["errors"] == [{"field": "records", "message": answer.json()["detail"][9:]}]
-    assert (endpoint.strict.calls, endpoint.documented.calls) == (0, 0)
+    assert [counter.calls for counter in counters] == [0, 0, 0]
 
 
 @pytest.mark.parametrize("body", [
@@ -415,3 +422,36 @@ def test_bodies_the_row_count_lets_through_are_validated_as_before(served_settin
     with TestClient(app_for(served_settings, max_batch_rows=10)) as client:
         answer = client.post("/predict", content=body)
     assert answer.status_code == (200 if body.startswith('{"records": [') else 422)
+
+
+# ----------------------------------------------------------------------------- the strict twins
+
+@pytest.mark.parametrize("body, calls", [
+    (json.dumps(RECORD), [1, 0, 0]),
+    (json.dumps({"records": [RECORD, RECORD]}), [0, 1, 0]),
+    # The documented type validates what a twin refuses: a whole float for an integer...
+    (json.dumps({**RECORD, "age": 34.0}), [1, 0, 1]),
+    (json.dumps({"records": [{**RECORD, "age": 34.0}]}), [0, 1, 1]),
+    # ...and a batch that does not look like one (its key written with an escape).
+    ('{"\\u0072ecords": [' + json.dumps(RECORD) + "]}", [1, 0, 1]),
+])
+def test_a_body_is_validated_by_the_twin_it_looks_like_then_by_the_documented_type(
+        served_settings, body, calls):
+    app = app_for(served_settings)
+    counters = count_validations(app.front.predict)
+    with TestClient(app) as client:
+        answer = client.post("/predict", content=body)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"]) == (2 if body.count("age") == 2 else 1)
+    assert [counter.calls for counter in counters] == calls
+
+
+def test_a_body_the_twins_and_the_documented_type_refuse_is_answered_in_the_contract_s_words(
+        served_settings):
+    app = app_for(served_settings)
+    counters = count_validations(app.front.predict)
+    with TestClient(app) as client:
+        answer = client.post("/predict", json={"records": [{**RECORD, "age": "old"}]})
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["field"] == "records.0.age"
+    assert [counter.calls for counter in counters] == [0, 1, 1]

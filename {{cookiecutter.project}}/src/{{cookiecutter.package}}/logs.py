@@ -316,31 +316,27 @@ def prediction_lines(log_dir: str | os.PathLike, *, test_mode: bool, model_versi
     # The month comes from the timestamp itself, and a plain string path is cheaper than a
     # Path: this runs on every request.
     path = os.path.join(log_dir, _file_name("predict", test_mode, timestamp[:7]))
+    # What lines share is serialised once, not once per line: the timestamp once per call, a
+    # request's id once per request, and the version, runtime and input summary once per run of
+    # requests alike in them (a batch's one-row requests share all three).
+    start = orjson.dumps({"timestamp": timestamp})[:-1] + b',"request_id":'
+    shape, shared = None, b""
     lines = []
     for request in requests:
         rows = request.rows
-        fields: dict[str, object] = {
-            "timestamp": timestamp,
-            "request_id": request.request_id,
-            "model_version": model_version,
-            "runtime": round(request.runtime, 6),
-            "input_data_summary": {"n_rows": len(rows),
-                                   "n_features": len(rows[0]) if len(rows) else 0},
-        }
-        if len(rows) == 1:  # most requests: the line in one serialisation
-            fields["row"] = 0
-            fields.update(_row_fields(rows[0], request.labels[0], request.probabilities[0],
-                                      log_inputs))
-            lines.append(orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY))
-            continue
-        # The fields shared by the request's rows are serialised once, not once per row: a
-        # large batch spends most of its logging time there otherwise.
-        shared = orjson.dumps(fields)[:-1] + b',"row":'
-        for index, (row, label, probability) in enumerate(
-                zip(rows, request.labels, request.probabilities)):
-            own_json = orjson.dumps(_row_fields(row, label, probability, log_inputs),
-                                    option=orjson.OPT_SERIALIZE_NUMPY)
-            lines.append(b"%s%d,%s" % (shared, index, own_json[1:]))
+        n_rows = len(rows)
+        n_features = len(rows[0]) if n_rows else 0
+        if shape != (request.runtime, n_rows, n_features):
+            shape = (request.runtime, n_rows, n_features)
+            summary = {"model_version": model_version, "runtime": round(request.runtime, 6),
+                       "input_data_summary": {"n_rows": n_rows, "n_features": n_features}}
+            shared = b"," + orjson.dumps(summary)[1:-1] + b',"row":'
+        request_id = orjson.dumps(request.request_id)
+        for index, row in enumerate(rows):
+            own = orjson.dumps(_row_fields(row, request.labels[index],
+                                           request.probabilities[index], log_inputs),
+                               option=orjson.OPT_SERIALIZE_NUMPY)
+            lines.append(b"%s%s%s%d,%s" % (start, request_id, shared, index, own[1:]))
     return path, lines
 
 

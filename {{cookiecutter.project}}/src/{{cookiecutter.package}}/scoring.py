@@ -355,9 +355,8 @@ def predict_requests(loaded: LoadedModel, requests) -> list[Prediction]:
     predictions, start = [], 0
     for request_rows, request_id in requests:
         end = start + len(request_rows)
-        predictions.append(Prediction(labels=labels[start:end],
-                                      probabilities=probabilities[start:end],
-                                      model_version=loaded.version, request_id=request_id,
-                                      runtime=runtime))
+        # Positional: a named tuple made with keywords costs twice as much, once per request.
+        predictions.append(Prediction(labels[start:end], probabilities[start:end],
+                                      loaded.version, request_id, runtime))
         start = end
     return predictions

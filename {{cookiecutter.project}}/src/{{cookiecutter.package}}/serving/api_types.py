@@ -8,7 +8,7 @@ the data rule's words, as the CLI and the CSV loader word them).
 """
 
 import functools
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import (
     BaseModel,
@@ -83,6 +83,30 @@ def predict_request_type(record: type, batch: type):
         Union[Annotated[record, Tag("record")], Annotated[batch, Tag("batch")]],
         Discriminator(_request_kind),
     ]
+
+
+class PredictBodyTypes(NamedTuple):
+    """The types of a ``POST /predict`` body: the documented one and its two strict twins.
+
+    ``documented`` is the contract: the OpenAPI document shows it, it alone decides what is
+    refused, and its errors word the 422. ``record`` and ``batch`` are strict twins of its two
+    branches without ``whole_floats`` (no Python callback per value, nor a discriminator per
+    body): they accept nothing the contract refuses and validate in pydantic-core alone, so
+    the service tries the one the body looks like first.
+    """
+
+    documented: Any
+    record: type
+    batch: type
+
+
+def predict_body_types(max_rows: int, schema: data.Schema = data.SCHEMA) -> PredictBodyTypes:
+    """The documented body of ``POST /predict`` and its strict twins, for batches of at most
+    ``max_rows`` records of ``schema``."""
+    record = record_model(schema=schema)
+    strict = record_model(whole_floats=False, schema=schema)
+    return PredictBodyTypes(documented=predict_request_type(record, batch_model(record, max_rows)),
+                            record=strict, batch=batch_model(strict, max_rows))
 
 
 class PredictResponse(BaseModel):

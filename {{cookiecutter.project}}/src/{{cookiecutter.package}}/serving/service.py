@@ -52,10 +52,8 @@ from .api_types import (
     Readiness,
     TrainRequest,
     TrainResponse,
-    batch_model,
     documented_errors,
-    predict_request_type,
-    record_model,
+    predict_body_types,
 )
 from .metrics import Metrics
 from .model_state import ModelState
@@ -217,15 +215,8 @@ def create_app(settings: Settings) -> ServiceApp:
     """Build the HTTP API for ``settings``; the model loads when the app starts."""
     metrics = Metrics()
     state = ModelState(settings, metrics)
-    record = record_model()
-    batch = batch_model(record, settings.max_batch_rows)
-    body_type = predict_request_type(record, batch)
-    # Bodies are validated by the strict twin of the documented type first; only a body it
-    # refuses (perhaps for an integer written 34.0) takes the documented type's slower pass.
-    strict_record = record_model(whole_floats=False)
-    strict_type = predict_request_type(strict_record,
-                                       batch_model(strict_record, settings.max_batch_rows))
-    adapters = (TypeAdapter(strict_type), TypeAdapter(body_type))
+    body_types = predict_body_types(settings.max_batch_rows)
+    body_type = body_types.documented
     writer = logs.LogWriter()
 
     @asynccontextmanager
@@ -251,7 +242,7 @@ def create_app(settings: Settings) -> ServiceApp:
     app.state.metrics = metrics
     app.state.log_writer = writer
     _install_error_handlers(app)
-    predict = PredictEndpoint(state, adapters, writer, settings.max_body_bytes)
+    predict = PredictEndpoint(state, body_types, writer, settings.max_body_bytes)
     app.front = ServiceMiddleware(app.fastapi, predict, metrics=metrics,
                                   max_body_bytes=settings.max_body_bytes)
 
